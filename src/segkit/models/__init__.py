@@ -1,0 +1,45 @@
+"""Segmentation architectures, found by name.
+
+```python
+import segkit
+model = segkit.models.get("unet", input_shape=(128, 128, 1))
+segkit.models.list("*unet*")
+```
+"""
+
+from __future__ import annotations
+
+import keras
+
+from segkit.models._registry import builder, describe, register, split_name
+from segkit.models._registry import list as list  # noqa: PLW0127  (public name shadows builtin)
+
+# Importing the modules registers their builders.
+from segkit.models import resunet, unet  # noqa: E402, F401, I001
+
+
+def get(name: str, *, weights: str | None = None, **config) -> keras.Model:
+    """Build the model registered as ``name`` with keyword ``config``.
+
+    Args:
+        name: a registered name, optionally with a weights tag: ``"unet"`` or ``"unet.figshare"``.
+        weights: tag of shipped trained weights to load (e.g. ``"figshare"``); see
+            :func:`segkit.weights.available`. Same as the name's tag.
+        **config: the builder's arguments (``input_shape``, ``num_classes``, ...).
+
+    Raises:
+        KeyError: unknown model name or weights tag (the message lists what exists).
+        ValueError: config the builder rejects.
+    """
+    model_name, tag = split_name(name)
+    if tag and weights and tag != weights:
+        raise ValueError(f"conflicting weights tags: {tag!r} in the name, {weights!r} given")
+    weights = weights or tag
+    if weights is None:
+        return builder(model_name)(**config)
+    from segkit import weights as shipped
+
+    return shipped.load_pretrained(model_name, weights, **config)
+
+
+__all__ = ["get", "list", "register", "describe", "builder"]

@@ -1,0 +1,71 @@
+"""Pieces shared by the architectures: input checks, layout handling and the output head.
+
+Every segkit model takes and returns channels-last arrays ``(batch, H, W, C)``, whatever layout
+it computes in. With ``data_format="channels_first"`` (the faster layout for torch on CPU) the
+model transposes once after the input and once before the output.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from segkit.backend import default_data_format
+
+
+def resolve_data_format(data_format: str | None) -> str:
+    data_format = data_format or default_data_format()
+    if data_format not in ("channels_last", "channels_first"):
+        raise ValueError(
+            f"data_format must be 'channels_last' or 'channels_first', got {data_format!r}"
+        )
+    return data_format
+
+
+def check_input_shape(input_shape, depth: int) -> tuple[int | None, int | None, int]:
+    """Validate ``(H, W, C)``: H and W must be divisible by ``2**depth`` (or None)."""
+    try:
+        height, width, channels = input_shape
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"input_shape must be (height, width, channels), got {input_shape!r}"
+        ) from None
+    factor = 2**depth
+    for axis, size in (("height", height), ("width", width)):
+        if size is not None and (size <= 0 or size % factor):
+            raise ValueError(
+                f"input_shape {axis} {size} must be a positive multiple of {factor} "
+                f"(2**depth with depth={depth})"
+            )
+    if channels is None or channels <= 0:
+        raise ValueError(f"input_shape channels must be a positive integer, got {channels!r}")
+    if depth < 1:
+        raise ValueError(f"depth must be at least 1, got {depth}")
+    return height, width, channels
+
+
+def channel_axis(data_format: str) -> int:
+    return 1 if data_format == "channels_first" else -1
+
+
+def model_input(input_shape, data_format: str, name: str = "image"):
+    """The channels-last input and the tensor to compute on in ``data_format``."""
+    inputs = keras.Input(shape=tuple(input_shape), name=name)
+    if data_format == "channels_first":
+        return inputs, layers.Permute((3, 1, 2), name="to_channels_first")(inputs)
+    return inputs, inputs
+
+
+def segmentation_head(x, num_classes: int, data_format: str):
+    """1x1 convolution to class scores: sigmoid for one class, softmax over classes otherwise.
+
+    The final activation runs in float32 so mixed-precision models still output exact
+    probabilities.
+    """
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be at least 1, got {num_classes}")
+    x = layers.Conv2D(num_classes, 1, data_format=data_format, name="head")(x)
+    if data_format == "channels_first":
+        x = layers.Permute((2, 3, 1), name="to_channels_last")(x)
+    activation = "sigmoid" if num_classes == 1 else "softmax"
+    return layers.Activation(activation, dtype="float32", name="probabilities")(x)
