@@ -38,8 +38,8 @@ def default_data_format() -> str:
     """The tensor layout segkit's layers compute in, unless a model is told otherwise.
 
     Models always take and return channels-last arrays; this only decides the layout inside.
-    torch trains about 40% faster and with less memory in ``channels_first`` on CPU, while
-    TensorFlow's CPU kernels (max-pooling among them) only support ``channels_last``.
+    torch trains about 40% faster and with less memory in ``channels_first`` on CPU; the other
+    backends keep Keras' configured layout (``channels_last`` unless changed).
     """
     import keras
 
