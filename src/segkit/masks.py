@@ -1,0 +1,294 @@
+"""Converting masks between representations: index lists, run-length strings, one-hot.
+
+A binary mask is an integer or boolean array holding only 0 and 1. The functions here are
+vectorised numpy (no Python loops over pixels) and check their inputs: anything that is not
+what it claims to be raises a ``ValueError`` that names the offending argument.
+
+```python
+from segkit import masks
+rle = masks.rle_encode(mask)                  # "5 3 20 2": Kaggle style, 1-based, column-major
+same = masks.rle_decode(rle, mask.shape)
+indices = masks.flatten(mask)                 # foreground positions in row-major order
+```
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = [
+    "flatten",
+    "unflatten",
+    "rle_encode",
+    "rle_decode",
+    "binarize",
+    "one_hot",
+    "from_one_hot",
+]
+
+_ORDERS = ("F", "C")
+
+
+def as_binary(mask, name: str = "mask", ndims: Sequence[int] | None = None) -> np.ndarray:
+    """Return ``mask`` as a boolean array, checking it holds only 0 and 1.
+
+    Args:
+        mask: array-like of bools, or of numbers that are all 0 or 1.
+        name: the argument name used in error messages.
+        ndims: allowed numbers of dimensions (any when None).
+
+    Raises:
+        ValueError: ``mask`` has another number of dimensions or values other than 0 and 1.
+    """
+    array = np.asarray(mask)
+    if ndims is not None and array.ndim not in ndims:
+        allowed = " or ".join(str(n) for n in ndims)
+        raise ValueError(
+            f"{name} must have {allowed} dimensions, got shape {array.shape}"
+            + (" (squeeze the channel axis first)" if array.ndim and array.shape[-1] == 1 else "")
+        )
+    if array.dtype == bool:
+        return array
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise ValueError(f"{name} must be a boolean or numeric array, got dtype {array.dtype}")
+    # One pass for the check: 0/1 arrays are where both are true and nothing else.
+    is_zero, is_one = array == 0, array == 1
+    if not np.all(is_zero | is_one):
+        bad = array[~(is_zero | is_one)].flat[0]
+        raise ValueError(
+            f"{name} must be binary (only 0 and 1, or bool), found the value {bad!r}; "
+            "use segkit.masks.binarize() for probabilities or `mask > 0` for 0/255 images"
+        )
+    return is_one
+
+
+def _check_order(order: str) -> None:
+    if order not in _ORDERS:
+        raise ValueError(f"order must be 'F' (column-major) or 'C' (row-major), got {order!r}")
+
+
+def _check_shape(shape, name: str = "shape") -> tuple[int, ...]:
+    try:
+        shape = tuple(int(size) for size in shape)
+    except TypeError:
+        raise ValueError(f"{name} must be a sequence of sizes, got {shape!r}") from None
+    if not shape or any(size <= 0 for size in shape):
+        raise ValueError(f"{name} must hold positive sizes, got {shape}")
+    return shape
+
+
+def flatten(mask) -> np.ndarray:
+    """Indices of the foreground pixels of a binary mask in the flattened (row-major) image.
+
+    Args:
+        mask: binary 2-D ``(H, W)`` or 3-D ``(D, H, W)`` mask.
+
+    Returns:
+        Sorted ``int64`` indices into ``mask.ravel()``; empty for an empty mask.
+
+    Raises:
+        ValueError: ``mask`` is not 2-D or 3-D, or not binary.
+    """
+    return np.flatnonzero(as_binary(mask, "mask", ndims=(2, 3))).astype(np.int64)
+
+
+def unflatten(indices, shape) -> np.ndarray:
+    """Rebuild the mask whose foreground sits at row-major ``indices``: inverse of :func:`flatten`.
+
+    Args:
+        indices: 1-D integer indices into the flattened image, each at most once, any order.
+        shape: shape of the mask to rebuild, e.g. ``(H, W)``.
+
+    Returns:
+        A ``uint8`` mask of ``shape`` with 1 at ``indices`` and 0 elsewhere.
+
+    Raises:
+        ValueError: ``indices`` is not 1-D integers, has negative, repeated or too large values;
+            or ``shape`` is not positive sizes.
+    """
+    shape = _check_shape(shape)
+    indices = np.asarray(indices)
+    if indices.ndim != 1:
+        raise ValueError(f"indices must be 1-D, got shape {indices.shape}")
+    if indices.size == 0:
+        return np.zeros(shape, dtype=np.uint8)
+    if not np.issubdtype(indices.dtype, np.integer):
+        raise ValueError(f"indices must be integers, got dtype {indices.dtype}")
+    size = int(np.prod(shape))
+    if indices.min() < 0:
+        raise ValueError(f"indices must be non-negative, found {indices.min()}")
+    if indices.max() >= size:
+        raise ValueError(f"indices must be below {size} for shape {shape}, found {indices.max()}")
+    if np.unique(indices).size != indices.size:
+        raise ValueError("indices must not repeat a pixel")
+    flat = np.zeros(size, dtype=np.uint8)
+    flat[indices] = 1
+    return flat.reshape(shape)
+
+
+def rle_encode(mask, order: str = "F") -> str:
+    """Run-length encode a 2-D binary mask as ``"start length start length ..."``.
+
+    The default is the Kaggle convention: pixels numbered from 1 going down the columns
+    (column-major, ``order="F"``), each run of foreground written as its first pixel and its
+    length. ``order="C"`` numbers pixels along the rows instead.
+
+    Args:
+        mask: binary ``(H, W)`` mask.
+        order: ``"F"`` (column-major, Kaggle) or ``"C"`` (row-major).
+
+    Returns:
+        Space-separated pairs; ``""`` for an empty mask.
+
+    Raises:
+        ValueError: ``mask`` is not 2-D and binary, or ``order`` is unknown.
+    """
+    _check_order(order)
+    pixels = as_binary(mask, "mask", ndims=(2,)).ravel(order=order)
+    # Pad with background so every run has a rising and a falling edge.
+    padded = np.concatenate(([False], pixels, [False]))
+    edges = np.flatnonzero(padded[1:] != padded[:-1])  # 0-based: run starts, then run ends
+    runs = edges.reshape(-1, 2)
+    starts, lengths = runs[:, 0] + 1, runs[:, 1] - runs[:, 0]
+    return " ".join(map(str, np.column_stack((starts, lengths)).ravel()))
+
+
+def _parse_rle(rle) -> np.ndarray:
+    """The integers of an RLE string (or sequence) as a ``(runs, 2)`` array of start, length."""
+    if rle is None:
+        return np.zeros((0, 2), dtype=np.int64)
+    if isinstance(rle, str):
+        try:
+            numbers = np.array(rle.split(), dtype=np.int64)
+        except ValueError:
+            raise ValueError(
+                f"rle must hold integers separated by spaces, got {rle[:50]!r}"
+            ) from None
+    else:
+        numbers = np.asarray(rle)
+        if numbers.size and not np.issubdtype(numbers.dtype, np.integer):
+            raise ValueError(f"rle must hold integers, got dtype {numbers.dtype}")
+        numbers = numbers.astype(np.int64).ravel()
+    if numbers.size % 2:
+        raise ValueError(f"rle must hold (start, length) pairs, got an odd count of {numbers.size}")
+    return numbers.reshape(-1, 2)
+
+
+def rle_decode(rle, shape, order: str = "F") -> np.ndarray:
+    """Decode a run-length string into a mask: inverse of :func:`rle_encode`.
+
+    Args:
+        rle: ``"start length ..."`` with 1-based starts (or a sequence of those integers);
+            ``""`` or None for an empty mask. Runs may come in any order but must not overlap.
+        shape: ``(H, W)`` of the mask.
+        order: ``"F"`` (column-major, Kaggle) or ``"C"`` (row-major); must match the encoder.
+
+    Returns:
+        A ``uint8`` mask of ``shape`` holding 0 and 1.
+
+    Raises:
+        ValueError: ``rle`` has an odd count, non-integers, starts below 1, lengths below 1, or
+            overlapping or out-of-bounds runs; ``shape`` is not two positive sizes; bad ``order``.
+    """
+    _check_order(order)
+    shape = _check_shape(shape)
+    if len(shape) != 2:
+        raise ValueError(f"shape must be (height, width), got {shape}")
+    size = shape[0] * shape[1]
+    runs = _parse_rle(rle)
+    starts, lengths = runs[:, 0] - 1, runs[:, 1]  # 0-based starts from here on
+    if np.any(starts < 0):
+        raise ValueError(f"rle starts must be at least 1, found {starts.min() + 1}")
+    if np.any(lengths < 1):
+        raise ValueError(f"rle lengths must be at least 1, found {lengths.min()}")
+    ends = starts + lengths  # exclusive
+    if np.any(ends > size):
+        raise ValueError(f"rle has a run past the last pixel ({size} pixels in shape {shape})")
+    by_start = np.argsort(starts, kind="stable")
+    starts, ends = starts[by_start], ends[by_start]
+    if np.any(starts[1:] < ends[:-1]):
+        raise ValueError("rle has overlapping runs")
+    # Mark +1 where a run starts and -1 where it ends; the running sum is the mask.
+    steps = np.zeros(size + 1, dtype=np.int8)
+    steps[starts] += 1
+    steps[ends] -= 1
+    flat = np.cumsum(steps[:-1], dtype=np.int8).astype(np.uint8)
+    return flat.reshape(shape, order=order)
+
+
+def binarize(prob, threshold: float = 0.5) -> np.ndarray:
+    """Threshold probabilities into a binary mask: 1 where ``prob > threshold``.
+
+    Args:
+        prob: array of probabilities (any shape).
+        threshold: values strictly above it become foreground.
+
+    Returns:
+        A ``uint8`` array of 0 and 1, shaped like ``prob``.
+
+    Raises:
+        ValueError: ``prob`` is not numeric or contains NaN.
+    """
+    prob = np.asarray(prob)
+    if not (np.issubdtype(prob.dtype, np.number) or prob.dtype == bool):
+        raise ValueError(f"prob must be numeric, got dtype {prob.dtype}")
+    if np.issubdtype(prob.dtype, np.floating) and np.isnan(prob).any():
+        raise ValueError("prob contains NaN")
+    return (prob > threshold).astype(np.uint8)
+
+
+def one_hot(labels, num_classes: int) -> np.ndarray:
+    """One channel per class: ``(...)`` integer labels become ``(..., num_classes)`` 0/1.
+
+    Args:
+        labels: integer class labels in ``[0, num_classes)`` (floats holding whole numbers
+            are accepted).
+        num_classes: number of classes, background included.
+
+    Returns:
+        A ``uint8`` array with a trailing class axis.
+
+    Raises:
+        ValueError: ``num_classes`` below 1; labels negative, too large or not whole numbers.
+    """
+    if int(num_classes) != num_classes or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    labels = np.asarray(labels)
+    if np.issubdtype(labels.dtype, np.floating):
+        if not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels)):
+            raise ValueError("labels must be whole numbers")
+    elif not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
+        raise ValueError(f"labels must be integers, got dtype {labels.dtype}")
+    labels = labels.astype(np.int64)
+    if labels.size and labels.min() < 0:
+        raise ValueError(f"labels must be non-negative, found {labels.min()}")
+    if labels.size and labels.max() >= num_classes:
+        raise ValueError(f"labels must be below num_classes={num_classes}, found {labels.max()}")
+    return (labels[..., None] == np.arange(num_classes)).astype(np.uint8)
+
+
+def from_one_hot(onehot, axis: int = -1) -> np.ndarray:
+    """Integer labels from a one-hot array: inverse of :func:`one_hot`.
+
+    Args:
+        onehot: binary array with exactly one 1 along ``axis`` at every position.
+        axis: the class axis.
+
+    Returns:
+        ``int64`` labels with ``axis`` removed.
+
+    Raises:
+        ValueError: ``onehot`` is not binary or some position has no or several hot classes
+            (for probabilities use ``np.argmax`` instead).
+    """
+    hot = as_binary(onehot, "onehot")
+    if hot.ndim == 0:
+        raise ValueError("onehot must have a class axis")
+    if np.any(hot.sum(axis=axis) != 1):
+        raise ValueError(
+            "onehot must have exactly one 1 along the class axis everywhere "
+            "(for probabilities use np.argmax)"
+        )
+    return np.argmax(hot, axis=axis).astype(np.int64)
