@@ -1,0 +1,55 @@
+"""Reading segmentation data: find samples, preprocess, split, stream batches.
+
+```python
+from segkit import data
+
+samples = data.find_samples("figshare-brain-tumor-256")         # layout detected
+split = data.split_samples(samples, method="blocks", seed=0)    # patient-safe for Figshare
+split.save("runs/split.json")
+train, val, test = split.select(samples)
+batches = data.SegmentationDataset(train, batch_size=16, augment=data.Augment(), cache="cache")
+X, Y = data.load_arrays(test)                                    # small sets, in memory
+print(data.inspect("figshare-brain-tumor-256").format())
+```
+"""
+
+from __future__ import annotations
+
+from segkit.data.augment import Augment
+from segkit.data.cache import SampleCache
+from segkit.data.inspection import InspectionReport, inspect
+from segkit.data.loading import load_arrays
+from segkit.data.pipeline import SegmentationDataset
+from segkit.data.preprocess import (
+    LGG_CHANNELS,
+    Preprocessing,
+    decode,
+    load_sample,
+    original_size,
+    read_mask,
+)
+from segkit.data.samples import LAYOUTS, DataError, Problem, Sample, detect_layout, find_samples
+from segkit.data.splits import Split, split_samples
+
+__all__ = [
+    "LAYOUTS",
+    "LGG_CHANNELS",
+    "Augment",
+    "DataError",
+    "InspectionReport",
+    "Preprocessing",
+    "Problem",
+    "Sample",
+    "SampleCache",
+    "SegmentationDataset",
+    "Split",
+    "decode",
+    "detect_layout",
+    "find_samples",
+    "inspect",
+    "load_arrays",
+    "load_sample",
+    "original_size",
+    "read_mask",
+    "split_samples",
+]

@@ -1,0 +1,82 @@
+"""An on-disk cache of decoded samples, so that a second epoch or run decodes nothing.
+
+Each sample is stored once, resized, as one ``uint8`` ``.npy`` file holding the image channels
+followed by the mask channel (``(H, W, C + 1)``), and read back as a memory-map: memory stays
+bounded by what is being used, not by the data set.
+
+An entry's name is a hash of the source files' paths, sizes and modification times and of the
+preprocessing key, so editing a file or changing the preprocessing makes a new entry instead of
+returning stale pixels. Entries are written to a temporary file and renamed into place, so an
+interrupted run or a failed read never leaves a broken entry behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from segkit.data.preprocess import Preprocessing, decode
+from segkit.data.samples import Sample
+
+# Bump when the stored format or the decoding changes, so old entries are not reused.
+CACHE_FORMAT = 1
+
+
+class SampleCache:
+    """Decoded samples kept as ``.npy`` files under ``directory/<prep.key()>/``.
+
+    Args:
+        directory: where the entries live; created when needed. Safe to delete at any time.
+    """
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+
+    def __repr__(self) -> str:
+        return f"SampleCache({str(self.directory)!r})"
+
+    def path(self, sample: Sample, prep: Preprocessing) -> Path:
+        """Where the entry for ``sample`` decoded with ``prep`` lives (whether or not it exists)."""
+        sources = []
+        for path in dict.fromkeys((sample.image, sample.mask)):  # one file for .mat samples
+            stat = os.stat(path)
+            sources.append([str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns])
+        identity = json.dumps([CACHE_FORMAT, prep.key(), sample.layout, sources])
+        digest = hashlib.sha256(identity.encode()).hexdigest()[:32]
+        return self.directory / prep.key() / f"{digest}.npy"
+
+    def load(self, sample: Sample, prep: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
+        """The decoded sample, read from the cache or decoded and stored on a miss.
+
+        Returns:
+            ``(image, mask)`` as :func:`segkit.data.preprocess.decode` returns them, as read-only
+            memory-maps on a hit.
+
+        Raises:
+            DataError: the sample cannot be decoded (nothing is stored then).
+        """
+        entry = self.path(sample, prep)
+        if entry.exists():
+            stored = np.load(entry, mmap_mode="r")
+        else:
+            image, mask = decode(sample, prep)  # raises before anything is written
+            stored = np.concatenate([image, mask], axis=-1)
+            _save_atomically(entry, stored)
+        return stored[..., :-1], stored[..., -1:]
+
+
+def _save_atomically(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as f:
+            np.save(f, array)
+        os.replace(temporary, path)  # atomic: readers see the whole entry or none
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

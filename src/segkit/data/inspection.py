@@ -1,0 +1,141 @@
+"""Checking a data folder before training: what is there and everything that is wrong with it."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from segkit.data.preprocess import read_pair
+from segkit.data.samples import DataError, Problem, Sample, scan
+
+
+@dataclass
+class InspectionReport:
+    """What :func:`inspect` found in a data folder.
+
+    Attributes:
+        root: the folder inspected.
+        layout: the layout read (detected or given).
+        n_pairs: image/mask pairs found (complete pairs, readable or not).
+        n_patients: distinct patients, or ``None`` where the layout has no patient IDs.
+        image_sizes: ``{"WxH": count}`` of the readable images.
+        mask_coverage: foreground fraction of the readable masks: ``mean``, ``min``, ``max``, and
+            ``empty`` (masks without foreground).
+        labels: ``{label_name or label: count}`` where labels are known.
+        problems: every missing, extra, duplicate, unreadable, mismatched or non-binary file.
+    """
+
+    root: str
+    layout: str
+    n_pairs: int = 0
+    n_patients: int | None = None
+    image_sizes: dict[str, int] = field(default_factory=dict)
+    mask_coverage: dict[str, float | int] = field(default_factory=dict)
+    labels: dict[str, int] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when no problem was found."""
+        return not self.problems
+
+    def to_dict(self) -> dict:
+        """The report as JSON-ready data."""
+        return {
+            "root": self.root,
+            "layout": self.layout,
+            "n_pairs": self.n_pairs,
+            "n_patients": self.n_patients,
+            "image_sizes": dict(self.image_sizes),
+            "mask_coverage": dict(self.mask_coverage),
+            "labels": dict(self.labels),
+            "problems": [p.to_dict() for p in self.problems],
+        }
+
+    def format(self) -> str:
+        """The report as a few lines of text for a terminal."""
+        lines = [
+            f"{self.root} (layout: {self.layout})",
+            f"  pairs:       {self.n_pairs}",
+            f"  patients:    {'unknown' if self.n_patients is None else self.n_patients}",
+            "  image sizes: " + ", ".join(f"{s} ({n})" for s, n in self.image_sizes.items()),
+        ]
+        if self.labels:
+            lines.append(
+                "  labels:      " + ", ".join(f"{k} ({n})" for k, n in self.labels.items())
+            )
+        if self.mask_coverage:
+            c = self.mask_coverage
+            lines.append(
+                f"  mask coverage: mean {c['mean']:.2%}, min {c['min']:.2%}, max {c['max']:.2%}, "
+                f"{c['empty']} empty"
+            )
+        if self.problems:
+            lines.append(f"  {len(self.problems)} problem(s):")
+            lines.extend(f"    {p}" for p in self.problems)
+        else:
+            lines.append("  no problems found")
+        return "\n".join(lines)
+
+
+def inspect(
+    root: str | Path, layout: str = "auto", *, workers: int | None = None
+) -> InspectionReport:
+    """Read every pair under ``root`` and report what is there and what is wrong.
+
+    Unlike :func:`segkit.data.find_samples`, problems do not stop the inspection: they are all
+    collected in the report.
+
+    Args:
+        root: the data folder.
+        layout: ``"auto"`` (detect) or one of :data:`segkit.data.LAYOUTS`.
+        workers: decoding threads; default: the number of CPUs, at most 8.
+
+    Raises:
+        DataError: the folder is missing, empty or of no known layout.
+    """
+    samples, problems = scan(root, layout)
+    layout = samples[0].layout if samples else layout
+    with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
+        results = list(pool.map(_check, samples))
+
+    sizes: Counter[str] = Counter()
+    coverages = []
+    for result in results:
+        if isinstance(result, Problem):
+            problems.append(result)
+        else:
+            (height, width), coverage = result
+            sizes[f"{width}x{height}"] += 1
+            coverages.append(coverage)
+
+    report = InspectionReport(
+        root=str(root), layout=layout, n_pairs=len(samples), problems=problems
+    )
+    report.image_sizes = dict(sizes.most_common())
+    if coverages:
+        report.mask_coverage = {
+            "mean": float(np.mean(coverages)),
+            "min": float(np.min(coverages)),
+            "max": float(np.max(coverages)),
+            "empty": int(sum(c == 0 for c in coverages)),
+        }
+    if samples and all(s.patient for s in samples):
+        report.n_patients = len({s.patient for s in samples})
+    labels = Counter(s.label_name or str(s.label) for s in samples if s.label is not None)
+    report.labels = dict(sorted(labels.items()))
+    return report
+
+
+def _check(sample: Sample) -> tuple[tuple[int, int], float] | Problem:
+    """``((height, width), mask coverage)`` of a readable pair, else the problem found."""
+    try:
+        image, mask = read_pair(sample)
+    except DataError as exc:
+        return Problem(str(exc.path or sample.image), str(exc))
+    return image.shape[:2], float(mask.mean())

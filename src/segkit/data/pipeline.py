@@ -1,0 +1,101 @@
+"""Streaming batches from disk to ``model.fit`` on any Keras backend."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from segkit.data.augment import Augment
+from segkit.data.cache import SampleCache
+from segkit.data.loading import decoder
+from segkit.data.preprocess import Preprocessing, normalize
+from segkit.data.samples import Sample
+
+
+class SegmentationDataset(keras.utils.PyDataset):
+    """Batches of ``(images, masks)`` read from disk as they are needed.
+
+    Memory holds a few batches, never the data set. Give a ``cache`` directory so that epochs
+    after the first read decoded slices back from memory-mapped ``.npy`` files.
+
+    Args:
+        samples: the samples, e.g. ``split.select(samples)[0]``.
+        prep: preprocessing; the notebook's defaults when omitted.
+        batch_size: samples per batch (the last batch may be smaller).
+        shuffle: reshuffle the samples at the end of every epoch.
+        augment: paired augmentation for training, e.g. ``Augment()``; ``None`` for none.
+        seed: seeds shuffling and augmentation: the same seed, epoch and batch index always give
+            the same batch, with any number of workers.
+        cache: cache directory (or :class:`SampleCache`); ``None`` decodes every time.
+        workers: threads or processes decoding batches in parallel (Keras' ``PyDataset``).
+        use_multiprocessing: use processes instead of threads for ``workers``.
+        max_queue_size: batches prepared ahead of the model.
+
+    Each batch is ``(images float32 (B, H, W, C), masks float32 (B, H, W, 1))``; masks are float
+    so that any loss can use them directly.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        prep: Preprocessing | None = None,
+        *,
+        batch_size: int = 8,
+        shuffle: bool = True,
+        augment: Augment | None = None,
+        seed: int = 0,
+        cache: str | Path | SampleCache | None = None,
+        workers: int = 1,
+        use_multiprocessing: bool = False,
+        max_queue_size: int = 10,
+    ) -> None:
+        super().__init__(
+            workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size
+        )
+        if not samples:
+            raise ValueError("SegmentationDataset needs at least one sample")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, not {batch_size}")
+        self.samples = list(samples)
+        self.prep = prep or Preprocessing()
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.augment = augment
+        self.seed = seed
+        self.cache = cache
+        self.epoch = 0
+        self._order = self._epoch_order()
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.samples) / self.batch_size)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"batch {index} of a dataset of {len(self)} batches")
+        load = decoder(self.prep, self.cache)
+        # One generator per (seed, epoch, batch): reproducible whichever worker builds the batch.
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        chosen = self._order[index * self.batch_size : (index + 1) * self.batch_size]
+        images, masks = [], []
+        for i in chosen:
+            image, mask = load(self.samples[i])
+            image = image.astype(np.float32) / np.float32(255)
+            if self.augment is not None:
+                image, mask = self.augment(image, mask, rng)
+            images.append(normalize(image, self.prep))
+            masks.append(mask)
+        return np.stack(images), np.stack(masks).astype(np.float32)
+
+    def on_epoch_end(self) -> None:
+        """Move to the next epoch: new order and new augmentation draws."""
+        self.epoch += 1
+        self._order = self._epoch_order()
+
+    def _epoch_order(self) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(len(self.samples))
+        return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.samples))

@@ -1,0 +1,319 @@
+"""Reading a sample's pixels and bringing them to the model's size and scale.
+
+By default this does what the original notebook did: greyscale, 256x256, divided by 255, float32.
+Reading happens in two steps so that the slow one can be cached:
+
+1. :func:`decode` reads image and mask at their original size, checks them, resizes them and
+   returns ``uint8`` arrays (image ``(H, W, C)`` 0..255, mask ``(H, W, 1)`` in {0, 1}).
+2. :func:`normalize` turns the ``uint8`` image into the ``float32`` the model sees.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from segkit.data.samples import DataError, Sample
+
+#: The three LGG MRI sequences, in the order the TIFF channels store them.
+LGG_CHANNELS = ("pre-contrast", "flair", "post-contrast")
+
+#: The LGG channel used when one channel is asked for: the masks were drawn on FLAIR.
+LGG_DEFAULT_CHANNEL = "flair"
+
+NORMALIZATIONS = ("divide255", "zscore")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How images and masks are brought to the model's input.
+
+    Attributes:
+        size: output ``(height, width)``.
+        channels: ``1`` (greyscale; FLAIR for LGG), ``3`` (RGB; all three LGG sequences; a
+            greyscale image repeated), or a tuple picking channels of a multi-channel image by
+            index or, for LGG, by name from :data:`LGG_CHANNELS`, e.g. ``("flair",
+            "post-contrast")``.
+        normalize: ``"divide255"`` (values in [0, 1], as the notebook did) or ``"zscore"``
+            (per image and channel: zero mean, unit standard deviation).
+    """
+
+    size: tuple[int, int] = (256, 256)
+    channels: int | tuple[int | str, ...] = 1
+    normalize: str = "divide255"
+
+    def __post_init__(self) -> None:
+        size = tuple(int(s) for s in self.size)
+        if len(size) != 2 or min(size) < 1:
+            raise ValueError(f"size must be (height, width) of positive ints, not {self.size!r}")
+        object.__setattr__(self, "size", size)
+        channels = self.channels
+        if isinstance(channels, (list, tuple)):
+            channels = tuple(channels)
+            if not channels:
+                raise ValueError("channels must not be an empty tuple")
+            for c in channels:
+                if isinstance(c, str) and c not in LGG_CHANNELS:
+                    raise ValueError(f"unknown channel {c!r}; named channels are {LGG_CHANNELS}")
+            object.__setattr__(self, "channels", channels)
+        elif channels not in (1, 3):
+            raise ValueError(f"channels must be 1, 3 or a tuple of channels, not {channels!r}")
+        if self.normalize not in NORMALIZATIONS:
+            raise ValueError(f"normalize must be one of {NORMALIZATIONS}, not {self.normalize!r}")
+
+    @property
+    def n_channels(self) -> int:
+        """Number of channels of the output image."""
+        return len(self.channels) if isinstance(self.channels, tuple) else self.channels
+
+    def key(self) -> str:
+        """A short stable string naming these settings, e.g. ``"256x256-c1-divide255"``."""
+        if isinstance(self.channels, tuple):
+            channels = "+".join(str(c) for c in self.channels)
+        else:
+            channels = f"c{self.channels}"
+        return f"{self.size[0]}x{self.size[1]}-{channels}-{self.normalize}"
+
+
+def decode(sample: Sample, prep: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
+    """Read, check and resize one sample, without normalising it.
+
+    Returns:
+        ``(image, mask)``: image ``uint8 (H, W, C)``, mask ``uint8 (H, W, 1)`` in {0, 1}, with
+        ``(H, W) = prep.size``.
+
+    Raises:
+        DataError: unreadable file, image and mask of different sizes, or a mask that is not
+            binary; the message names the file.
+    """
+    image, mask = read_pair(sample, prep.channels)
+    return resize_image(image, prep.size), resize_mask(mask, prep.size)[..., None]
+
+
+def load_sample(sample: Sample, prep: Preprocessing | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Read one sample ready for the model.
+
+    Args:
+        sample: the sample.
+        prep: preprocessing; the notebook's defaults when omitted.
+
+    Returns:
+        ``(image, mask)``: image ``float32 (H, W, C)``, mask ``uint8 (H, W, 1)`` in {0, 1}.
+    """
+    prep = prep or Preprocessing()
+    image, mask = decode(sample, prep)
+    return normalize(image, prep), mask
+
+
+def normalize(image: np.ndarray, prep: Preprocessing) -> np.ndarray:
+    """Scale a ``uint8`` (or already divided-by-255 float) image as ``prep.normalize`` says.
+
+    ``"zscore"`` gives the same result for either input, so augmentation can work on [0, 1]
+    floats before it.
+    """
+    if image.dtype == np.uint8:
+        image = image.astype(np.float32) / np.float32(255)
+    image = image.astype(np.float32, copy=False)
+    if prep.normalize == "zscore":
+        axes = tuple(range(image.ndim - 1))  # per channel, over the pixels (and the batch)
+        mean = image.mean(axis=axes, keepdims=True)
+        std = image.std(axis=axes, keepdims=True)
+        image = (image - mean) / np.maximum(std, np.float32(1e-6))
+    return image
+
+
+def read_pair(sample: Sample, channels: int | tuple = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Read image and mask at their original size and check that they fit together.
+
+    Returns:
+        ``(image, mask)``: image ``uint8 (H, W, C)``, mask ``uint8 (H, W)`` in {0, 1}.
+
+    Raises:
+        DataError: as :func:`decode`.
+    """
+    if sample.layout == "figshare-mat":
+        image, mask = _read_mat(sample.image)
+        image = _pick_channels(image[..., None], channels, sample)
+    else:
+        image = _read_image(sample, channels)
+        mask = _read_mask_file(sample.mask)
+    if image.shape[:2] != mask.shape:
+        raise DataError(
+            f"image {sample.image} is {image.shape[1]}x{image.shape[0]} but its mask "
+            f"{sample.mask} is {mask.shape[1]}x{mask.shape[0]}",
+            sample.mask,
+        )
+    return image, _binary_mask(mask, sample.mask)
+
+
+def read_mask(sample: Sample) -> np.ndarray:
+    """The mask at its original resolution, for evaluation at the ground truth's size.
+
+    Returns:
+        ``uint8 (H, W)`` in {0, 1}.
+    """
+    if sample.layout == "figshare-mat":
+        return _binary_mask(_read_mat(sample.mask)[1], sample.mask)
+    return _binary_mask(_read_mask_file(sample.mask), sample.mask)
+
+
+def original_size(sample: Sample) -> tuple[int, int]:
+    """The image's ``(height, width)`` on disk, read from the file's header only."""
+    path = sample.image
+    try:
+        if sample.layout == "figshare-mat":
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                width, height = f["cjdata/image"].shape  # stored transposed (column-major)
+            return height, width
+        if path.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                return tuple(tif.pages[0].shape[:2])
+        with Image.open(path) as im:
+            return im.height, im.width
+    except (OSError, KeyError, ValueError) as exc:
+        raise DataError(f"cannot read {path}: {exc}", path) from exc
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize a ``uint8 (H, W, C)`` image to ``size`` with anti-aliasing.
+
+    Uses Pillow's bilinear filter, which widens with the reduction factor when shrinking (the
+    anti-aliasing skimage's ``resize`` adds), channel by channel.
+    """
+    height, width = size
+    if image.shape[:2] == (height, width):
+        return image
+    channels = [
+        np.asarray(
+            Image.fromarray(image[..., c]).resize((width, height), Image.Resampling.BILINEAR)
+        )
+        for c in range(image.shape[-1])
+    ]
+    return np.stack(channels, axis=-1)
+
+
+def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize a ``(H, W)`` mask in {0, 1} to ``size``: area-average, then threshold at 0.5."""
+    height, width = size
+    if mask.shape == (height, width):
+        return mask
+    resized = Image.fromarray(mask.astype(np.float32)).resize((width, height), Image.Resampling.BOX)
+    return (np.asarray(resized) >= 0.5).astype(np.uint8)
+
+
+def read_mat_fields(path: Path) -> tuple[int, str]:
+    """Label and patient ID of a Figshare ``.mat`` file, without reading its pixels."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            data = f["cjdata"]
+            label = int(np.asarray(data["label"]).ravel()[0])
+            patient = _matlab_string(data["PID"])
+    except (OSError, KeyError, ValueError, IndexError) as exc:
+        raise DataError(f"cannot read {path}: {exc}", path) from exc
+    return label, patient
+
+
+def _matlab_string(dataset) -> str:
+    # MATLAB stores char arrays as uint16 character codes.
+    return "".join(chr(c) for c in np.asarray(dataset).ravel() if c)
+
+
+def _read_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Image (scaled to uint8) and raw mask of a Figshare MATLAB v7.3 file."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            # MATLAB writes column-major, so h5py sees the transpose of each array.
+            image = np.asarray(f["cjdata/image"]).T
+            mask = np.asarray(f["cjdata/tumorMask"]).T
+    except (OSError, KeyError, ValueError) as exc:
+        raise DataError(f"cannot read {path}: {exc}", path) from exc
+    return _to_uint8(image), mask
+
+
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+    """Scale an int16 scan to 0..255 by its own range, as the published PNG copies were made."""
+    image = image.astype(np.float32)
+    low, high = float(image.min()), float(image.max())
+    if high <= low:
+        return np.zeros(image.shape, np.uint8)
+    return np.rint((image - low) * (255 / (high - low))).astype(np.uint8)
+
+
+def _read_image(sample: Sample, channels: int | tuple) -> np.ndarray:
+    """The image as ``uint8 (H, W, C)`` with the requested channels."""
+    path = sample.image
+    if path.suffix.lower() in (".tif", ".tiff"):
+        image = _read_array(path, "RGB")  # the mode only matters for non-TIFF files
+        if image.ndim == 2:
+            image = image[..., None]
+        return _pick_channels(image, channels, sample)
+    mode = "L" if channels == 1 else "RGB"
+    image = _read_array(path, mode)
+    return _pick_channels(image if image.ndim == 3 else image[..., None], channels, sample)
+
+
+def _pick_channels(image: np.ndarray, channels: int | tuple, sample: Sample) -> np.ndarray:
+    n = image.shape[-1]
+    if isinstance(channels, tuple):
+        indices = [LGG_CHANNELS.index(c) if isinstance(c, str) else c for c in channels]
+        if any(isinstance(c, str) for c in channels) and sample.layout != "lgg":
+            raise DataError(f"{sample.image}: named channels {channels} exist only in LGG data")
+        if max(indices) >= n:
+            raise DataError(f"{sample.image} has {n} channel(s); asked for {channels}")
+        return np.ascontiguousarray(image[..., indices])
+    if channels == n:
+        return image
+    if channels == 1:
+        if sample.layout == "lgg":
+            return image[..., [LGG_CHANNELS.index(LGG_DEFAULT_CHANNEL)]]
+        return image[..., :1]
+    if n == 1:  # channels == 3 from a greyscale image
+        return np.repeat(image, 3, axis=-1)
+    raise DataError(f"{sample.image} has {n} channels; cannot make {channels}")
+
+
+def _read_mask_file(path: Path) -> np.ndarray:
+    mask = _read_array(path, "L")
+    return mask[..., 0] if mask.ndim == 3 else mask  # a TIFF mask saved as RGB
+
+
+def _read_array(path: Path, mode: str) -> np.ndarray:
+    """Decode an image file to ``uint8``: Pillow converts to ``mode``, TIFF stays as stored."""
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+
+            array = tifffile.imread(path)
+        else:
+            with Image.open(path) as im:
+                if im.mode.startswith(("I", "F")):  # converting would clip >8-bit values
+                    raise DataError(f"{path}: expected 8-bit pixels, found mode {im.mode}", path)
+                array = np.asarray(im.convert(mode) if im.mode != mode else im)
+    except DataError:
+        raise
+    except Exception as exc:  # decoders raise many types (OSError, SyntaxError, struct.error)
+        raise DataError(f"cannot read {path}: {exc}", path) from exc
+    if array.dtype != np.uint8:
+        raise DataError(f"{path}: expected 8-bit pixels, found {array.dtype}", path)
+    return array
+
+
+def _binary_mask(mask: np.ndarray, path: Path) -> np.ndarray:
+    """Check that a mask holds {0, 255} or {0, 1} and return it as {0, 1}."""
+    high = int(mask.max()) if mask.size else 0
+    if high not in (0, 1, 255) or np.any((mask != 0) & (mask != high)):
+        values = np.unique(mask)
+        shown = ", ".join(str(v) for v in values[:8]) + (", ..." if len(values) > 8 else "")
+        raise DataError(f"mask {path} is not binary: values {shown} (expected 0/255 or 0/1)", path)
+    return (mask != 0).astype(np.uint8)
