@@ -10,7 +10,7 @@ carry no ID (``method="blocks"``, the Figshare PNG copies).
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -138,26 +138,30 @@ def split_samples(
     if method == "group" and any(key_of(s) is None for s in samples):
         raise ValueError(f"method='group' needs {group_by!r} on every sample; use 'blocks'")
 
-    strata: dict[object, list[Sample]] = defaultdict(list)
+    # Groups of samples that must stay together: a patient, a block of slices, or one slice.
+    groups: dict[object, list[Sample]] = defaultdict(list)
+    position_in_label: Counter = Counter()
     for sample in natsort.natsorted(samples, key=lambda s: s.key):
-        strata[sample.label if stratify else None].append(sample)
+        if method == "group":
+            groups[key_of(sample)].append(sample)
+        elif method == "blocks":
+            position = position_in_label[sample.label]
+            position_in_label[sample.label] += 1
+            groups[(sample.label, position // block_size)].append(sample)
+        else:
+            groups[sample.key].append(sample)
+
+    # Stratify whole groups by their most common label, so a group is never cut in two.
+    strata: dict[object, list[list[str]]] = defaultdict(list)
+    for members in groups.values():
+        label = Counter(s.label for s in members).most_common(1)[0][0] if stratify else None
+        strata[label].append([s.key for s in members])
 
     rng = np.random.default_rng(seed)
     parts: dict[str, list[str]] = {name: [] for name in SPLIT_NAMES}
     for label in natsort.natsorted(strata, key=str):
-        members = strata[label]
-        groups: dict[object, list[str]] = defaultdict(list)
-        for position, sample in enumerate(members):
-            if method == "group":
-                group = key_of(sample)
-            elif method == "blocks":
-                group = position // block_size
-            else:
-                group = position
-            groups[group].append(sample.key)
-        for name, keys in zip(
-            SPLIT_NAMES, _assign(list(groups.values()), fractions, rng), strict=True
-        ):
+        assigned = _assign(strata[label], fractions, rng)
+        for name, keys in zip(SPLIT_NAMES, assigned, strict=True):
             parts[name].extend(keys)
 
     return Split(
