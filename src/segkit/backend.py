@@ -2,6 +2,8 @@
 
 ``KERAS_BACKEND`` always wins. When it is unset, segkit picks the first installed backend in
 :data:`PREFERENCE`, the order measured fastest for training on CPU (see the Benchmarks page).
+With none of them installed it falls back to Keras' ``numpy`` backend, which cannot train but
+lets segkit run exported ONNX models (``segkit[onnx]``) and build models for inspection.
 """
 
 from __future__ import annotations
@@ -24,14 +26,9 @@ def choose_backend() -> str:
         return chosen
     if "keras" in sys.modules:
         return sys.modules["keras"].backend.backend()
-    for name in PREFERENCE:
-        if importlib.util.find_spec(name) is not None:
-            os.environ["KERAS_BACKEND"] = name
-            return name
-    raise ImportError(
-        "segkit needs a Keras backend; none of tensorflow, torch or jax is installed. "
-        "Install one, e.g. `pip install 'segkit[tensorflow]'`."
-    )
+    chosen = next((n for n in PREFERENCE if importlib.util.find_spec(n) is not None), "numpy")
+    os.environ["KERAS_BACKEND"] = chosen
+    return chosen
 
 
 def default_data_format() -> str:

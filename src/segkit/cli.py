@@ -6,8 +6,10 @@ with status 2; ``--debug`` shows the traceback instead.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+from pathlib import Path
 
 import click
 
@@ -62,6 +64,165 @@ def models(pattern: str) -> None:
         tags = ", ".join(t.split(".", 1)[1] for t in weights.available(name))
         suffix = f"  [weights: {tags}]" if tags else ""
         click.echo(f"{name:<18} {segkit.models.describe(name)}{suffix}")
+
+
+def _model_options(function):
+    """--model and --weights, shared by the commands that run a model."""
+    function = click.option(
+        "--weights", default=None, help="Shipped weights tag when --model is a registry name."
+    )(function)
+    return click.option(
+        "--model",
+        "model",
+        required=True,
+        help="Run folder, .keras file, .onnx file, or registry name (with --weights).",
+    )(function)
+
+
+@cli.command()
+@click.option("--model", default="unet", show_default=True, help="Registered model name.")
+@click.option("--data", "data_dir", type=click.Path(), help="Data folder (any supported layout).")
+@click.option("--out", type=click.Path(), help="Run folder to create.")
+@click.option("--resume", "resume_dir", type=click.Path(), help="Continue the run in this folder.")
+@click.option("--layout", default="auto", show_default=True, help="folders, figshare-mat or lgg.")
+@click.option(
+    "--loss", default="dice", show_default=True, help="dice, bce_dice, jaccard, focal, ..."
+)
+@click.option("--epochs", default=50, show_default=True, type=int)
+@click.option("--batch-size", default=32, show_default=True, type=int)
+@click.option("--lr", "learning_rate", default=1e-4, show_default=True, type=float)
+@click.option("--image-size", default=256, show_default=True, type=int, help="Square input side.")
+@click.option("--split", default="auto", show_default=True, help="auto, blocks, group or random.")
+@click.option("--manifest", type=click.Path(exists=True), help="Reuse this split manifest.")
+@click.option("--augment/--no-augment", default=True, show_default=True)
+@click.option("--patience", default=10, show_default=True, type=int, help="Early stopping.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option(
+    "--model-config",
+    "model_config",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Builder argument, e.g. base_filters=16 (repeatable; values parsed as JSON).",
+)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def train(resume_dir, data_dir, out, model, quiet, image_size, model_config, **settings):
+    """Train a model; writes checkpoints, log.csv, curves.png and config.json to --out."""
+    from segkit import training
+
+    if resume_dir:
+        training.resume(resume_dir, quiet=quiet)
+        click.echo(f"resumed and finished: {resume_dir}")
+        return
+    if not data_dir or not out:
+        raise click.UsageError("--data and --out are required (or --resume RUN_DIR)")
+    training.train(
+        model,
+        data_dir,
+        out,
+        quiet=quiet,
+        image_size=(image_size, image_size),
+        model_config=_parse_pairs(model_config),
+        **settings,
+    )
+    click.echo(f"run written to {out}")
+
+
+def _parse_pairs(pairs) -> dict:
+    parsed = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--model-config")
+        try:
+            parsed[key] = json.loads(value)
+        except json.JSONDecodeError:
+            parsed[key] = value
+    return parsed
+
+
+@cli.command()
+@click.option("--model", "model", default=None, help="Run folder, .keras, .onnx or registry name.")
+@click.option("--weights", default=None, help="Shipped weights tag when --model is a name.")
+@click.option("--predictions", type=click.Path(), help="Score these mask files instead of a model.")
+@click.option("--data", "data_dir", required=True, type=click.Path(), help="Data with true masks.")
+@click.option("--out", type=click.Path(), help="Write the JSON report here.")
+@click.option("--layout", default="auto", show_default=True)
+@click.option("--manifest", type=click.Path(), help="Split manifest (a run's split.json).")
+@click.option("--subset", type=click.Choice(["train", "val", "test"]), help="Part of --manifest.")
+@click.option("--at-model-size", is_flag=True, help="Score at the model's size, not the truth's.")
+@click.option("--threshold", default=0.5, show_default=True, type=float)
+def evaluate(model, weights, predictions, data_dir, out, **options):
+    """Score a model, or predicted masks, against true masks; print a table."""
+    from segkit.reports import evaluate as run_evaluation
+    from segkit.reports import format_table
+
+    if model is None and predictions is None:
+        raise click.UsageError("give --model or --predictions")
+    report = run_evaluation(
+        model, data_dir, out, weights=weights, predictions=predictions, **options
+    )
+    click.echo(format_table(report))
+    if out:
+        click.echo(f"report written to {out}")
+
+
+@cli.command()
+@_model_options
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("--out", required=True, type=click.Path(), help="Output folder.")
+@click.option("--threshold", default=0.5, show_default=True, type=float)
+@click.option("--batch-size", default=8, show_default=True, type=int)
+@click.option("--probabilities", is_flag=True, help="Also write probability maps.")
+@click.option("--overlays", is_flag=True, help="Also write overlay pictures.")
+@click.option("--true-masks", type=click.Path(), help="Folder of true masks for the overlays.")
+def predict(model, weights, inputs, out, **options):
+    """Segment image files or folders; writes <name>_mask.png per image."""
+    from segkit.inference import predict as run_prediction
+
+    written = run_prediction(model, inputs, out, weights=weights, **options)
+    click.echo(f"{len(written)} masks written to {out}")
+
+
+@cli.command()
+@_model_options
+@click.option("--format", "fmt", type=click.Choice(["onnx", "tf_saved_model"]), default="onnx")
+@click.option("--out", required=True, type=click.Path(), help="Output file or folder.")
+def export(model, weights, fmt, out):
+    """Export a model to ONNX or a TensorFlow SavedModel."""
+    from segkit.export import export as run_export
+
+    click.echo(f"exported to {run_export(model, out, format=fmt, weights=weights)}")
+
+
+@cli.command()
+@click.option("--out", default="segkit-demo", show_default=True, type=click.Path())
+@click.option("--model", default="unet", show_default=True)
+def demo(out, model):
+    """Segment the bundled MRI sample slices and report Dice."""
+    from segkit.demo import run_demo
+
+    report = run_demo(out, model)
+    click.echo(report["table"])
+    click.echo(f"overlays, masks and report.json written to {Path(out).resolve()}")
+
+
+@cli.group()
+def data():
+    """Look at data folders before training on them."""
+
+
+@data.command()
+@click.argument("root", type=click.Path())
+@click.option("--layout", default="auto", show_default=True, help="folders, figshare-mat or lgg.")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report.")
+def inspect(root, layout, as_json):
+    """Count pairs and patients, sizes and coverage; list every problem (exit 2 if any)."""
+    from segkit import data as segkit_data
+
+    report = segkit_data.inspect(root, layout=layout)
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.format())
+    if not report.ok:
+        sys.exit(2)
 
 
 def main() -> None:

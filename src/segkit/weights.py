@@ -25,6 +25,7 @@ class Pretrained:
     filename: str
     sha256: str
     config: dict = field(default_factory=dict)
+    preprocessing: dict = field(default_factory=dict)  # Preprocessing arguments; {} = notebook's
     description: str = ""
 
 
@@ -52,8 +53,10 @@ def sha256(path: Path) -> str:
 def save_weights(model, path: str | Path) -> str:
     """Write ``model``'s weights as float16 arrays to an ``.npz`` file; return its SHA-256."""
     path = Path(path)
-    arrays = {f"w{i:04d}": np.asarray(w.numpy() if hasattr(w, "numpy") else w, np.float16)
-              for i, w in enumerate(model.get_weights())}
+    arrays = {
+        f"w{i:04d}": np.asarray(w.numpy() if hasattr(w, "numpy") else w, np.float16)
+        for i, w in enumerate(model.get_weights())
+    }
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
         np.savez_compressed(f, **arrays)

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import keras
 
-from segkit.models._registry import builder, describe, register, split_name
-from segkit.models._registry import list as list  # noqa: PLW0127  (public name shadows builtin)
-
 # Importing the modules registers their builders.
 from segkit.models import resunet, unet  # noqa: E402, F401, I001
+from segkit.models._registry import builder, describe, register, split_name
+from segkit.models._registry import list as list  # noqa: PLW0127  (public name shadows builtin)
 
 
 def get(name: str, *, weights: str | None = None, **config) -> keras.Model:

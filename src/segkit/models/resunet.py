@@ -30,7 +30,11 @@ class _Builder:
 
     def conv(self, x, filters, name, kernel=3, strides=1):
         return layers.Conv2D(
-            filters, kernel, strides=strides, padding="same", data_format=self.data_format,
+            filters,
+            kernel,
+            strides=strides,
+            padding="same",
+            data_format=self.data_format,
             name=name,
         )(x)
 
@@ -70,8 +74,9 @@ def resunet(
     """Residual U-Net: pre-activation residual blocks, strided downsampling, 6.3M parameters.
 
     The notebook's ResUNET: filters 16-32-64-128-256, a stem with a 1x1 shortcut, encoder
-    blocks that downsample with stride 2 (3x3 conv + BN shortcuts), a two-convolution bridge, and decoder steps that
-    upsample x2, concatenate the skip and apply a residual block (256/128/64/32 filters).
+    blocks that downsample with stride 2 (3x3 conv + BN shortcuts), a two-convolution bridge,
+    and decoder steps that upsample x2, concatenate the skip and apply a residual block
+    (256/128/64/32 filters).
 
     Args:
         input_shape: ``(H, W, C)``; H and W divisible by ``2**depth`` (None for any size).

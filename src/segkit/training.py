@@ -1,0 +1,335 @@
+"""Training a registered model on a data folder, with checkpoints a crash cannot corrupt.
+
+A run folder holds everything about one run:
+
+============== ==========================================================================
+``config.json`` every setting of the run (the arguments of :func:`train`) and versions
+``split.json``  the split manifest: which samples were train, validation and test
+``last.keras``  model, optimizer state and run state after the latest finished epoch
+``best.keras``  the model at the best validation Dice so far
+``log.csv``     one row of losses and metrics per epoch
+``curves.png``  the training curves
+============== ==========================================================================
+
+``last.keras`` is the single commit point: it is replaced in one step at the end of each
+epoch and carries the epoch count, early-stopping state and history inside it, so
+:func:`resume` continues exactly where the last finished epoch left off. The other files are
+rewritten from it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+
+import segkit
+from segkit import data, losses, metrics
+from segkit._io import atomic_path, check_writable, write_json
+
+#: Loss names accepted by :func:`train`, and the loss each builds.
+LOSSES = {
+    "dice": losses.DiceLoss,
+    "bce_dice": losses.BCEDiceLoss,
+    "jaccard": losses.JaccardLoss,
+    "focal": losses.FocalLoss,
+    "tversky": losses.TverskyLoss,
+    "focal_tversky": losses.FocalTverskyLoss,
+}
+
+STATE_ENTRY = "segkit_state.json"  # extra member of last.keras holding the run state
+MONITOR = "val_dice"
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a run; saved as ``config.json`` and read back by :func:`resume`."""
+
+    model: str
+    data: str
+    layout: str = "auto"
+    model_config: dict = field(default_factory=dict)
+    loss: str = "dice"
+    epochs: int = 50
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+    image_size: tuple[int, int] = (256, 256)
+    channels: int = 1
+    normalize: str = "divide255"
+    split: str = "auto"
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    manifest: str | None = None
+    augment: bool = True
+    patience: int = 10
+    seed: int = 0
+    cache: str | None = None
+    workers: int = 2
+
+    def preprocessing(self) -> data.Preprocessing:
+        return data.Preprocessing(
+            size=tuple(self.image_size), channels=self.channels, normalize=self.normalize
+        )
+
+    def check(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
+        for name in ("epochs", "batch_size", "patience", "workers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+
+
+@dataclass
+class RunState:
+    """Where a run stands after its latest finished epoch."""
+
+    epoch: int = 0
+    best_dice: float = -1.0
+    best_epoch: int = 0
+    epochs_without_improvement: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
+def _default_cache() -> str:
+    base = os.environ.get("SEGKIT_CACHE") or Path.home() / ".cache" / "segkit"
+    return str(Path(base) / "data")
+
+
+def train(
+    model: str = "unet",
+    data_dir: str | Path = ".",
+    out: str | Path = "runs/unet",
+    *,
+    quiet: bool = False,
+    **settings,
+) -> keras.Model:
+    """Train ``model`` on the samples in ``data_dir``, writing the run to ``out``.
+
+    Args:
+        model: a registered model name (see ``segkit.models.list()``).
+        data_dir: a data folder in any layout :func:`segkit.data.find_samples` reads.
+        out: the run folder; must not hold another run (use :func:`resume` for that).
+        quiet: no progress bars.
+        **settings: any field of :class:`TrainConfig`: ``loss``, ``epochs``, ``batch_size``,
+            ``learning_rate``, ``image_size``, ``split`` (``"auto"``, ``"blocks"``, ``"group"``,
+            ``"random"``), ``manifest`` (a split file to reuse), ``augment``, ``patience``,
+            ``model_config`` (builder arguments), ``seed``, ...
+
+    Returns:
+        The model with the best validation Dice's weights restored.
+
+    Raises:
+        FileExistsError: ``out`` already holds a run.
+        ValueError: a setting is invalid.
+    """
+    config = TrainConfig(model=model, data=str(data_dir), **settings)
+    config.check()
+    segkit.models.builder(config.model)  # fail on an unknown model before touching the disk
+    run_dir = Path(out)
+    if (run_dir / "config.json").exists():
+        raise FileExistsError(
+            f"{run_dir} already holds a run; resume it with `segkit train --resume {run_dir}` "
+            "or choose another --out"
+        )
+    samples = data.find_samples(config.data, layout=config.layout)
+    if config.manifest:
+        split = data.Split.load(config.manifest)
+    else:
+        split = data.split_samples(
+            samples, config.split, fractions=tuple(config.fractions), seed=config.seed
+        )
+    check_writable(run_dir)
+    split.save(run_dir / "split.json")
+    write_json(run_dir / "config.json", _config_record(config))
+    keras.utils.set_random_seed(config.seed)
+    network = _build(config)
+    return _fit(network, config, run_dir, samples, split, RunState(), quiet)
+
+
+def resume(run_dir: str | Path, *, quiet: bool = False) -> keras.Model:
+    """Continue an interrupted run from its latest finished epoch.
+
+    The optimizer state, epoch count, early-stopping state and data order are restored, so the
+    result matches an uninterrupted run up to floating-point noise.
+
+    Raises:
+        FileNotFoundError: ``run_dir`` has no run, or no finished epoch to resume from.
+    """
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.json"
+    if not config_path.exists():
+        raise FileNotFoundError(f"{run_dir} holds no run (no config.json)")
+    record = json.loads(config_path.read_text())
+    config = TrainConfig(**record["config"])
+    checkpoint = run_dir / "last.keras"
+    samples = data.find_samples(config.data, layout=config.layout)
+    split = data.Split.load(run_dir / "split.json")
+    if not checkpoint.exists():  # interrupted during the first epoch: start it again
+        keras.utils.set_random_seed(config.seed)
+        return _fit(_build(config), config, run_dir, samples, split, RunState(), quiet)
+    state = read_state(checkpoint)
+    network = keras.saving.load_model(checkpoint)
+    return _fit(network, config, run_dir, samples, split, state, quiet)
+
+
+def read_state(checkpoint: str | Path) -> RunState:
+    """The run state stored inside a ``last.keras`` checkpoint."""
+    try:
+        with zipfile.ZipFile(checkpoint) as archive:
+            return RunState(**json.loads(archive.read(STATE_ENTRY)))
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{checkpoint} is not a segkit training checkpoint: {exc}") from None
+
+
+def _config_record(config: TrainConfig) -> dict:
+    return {
+        "config": asdict(config),
+        "segkit": segkit.__version__,
+        "keras": keras.__version__,
+        "backend": keras.backend.backend(),
+    }
+
+
+def _build(config: TrainConfig) -> keras.Model:
+    model_config = {"input_shape": (*config.image_size, config.channels), **config.model_config}
+    network = segkit.models.get(config.model, **model_config)
+    num_classes = network.output_shape[-1]
+    mode = "binary" if num_classes == 1 else "multiclass"
+    loss = LOSSES[config.loss](mode=mode)
+    network.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate),
+        loss=loss,
+        metrics=[metrics.Dice(), metrics.IoU()],
+    )
+    return network
+
+
+def _fit(network, config, run_dir, samples, split, state: RunState, quiet: bool):
+    if state.epoch >= config.epochs or state.epochs_without_improvement >= config.patience:
+        return _restore_best(network, run_dir)
+    train_samples, val_samples, _ = split.select(samples)
+    if not train_samples or not val_samples:
+        raise ValueError(
+            f"the split of {config.data} leaves {len(train_samples)} training and "
+            f"{len(val_samples)} validation samples; both need at least one"
+        )
+    prep = config.preprocessing()
+    cache = config.cache or _default_cache()
+    train_batches = data.SegmentationDataset(
+        train_samples,
+        prep,
+        batch_size=config.batch_size,
+        augment=data.Augment() if config.augment else None,
+        seed=config.seed,
+        cache=cache,
+        workers=config.workers,
+    )
+    train_batches.set_epoch(state.epoch)
+    val_batches = data.SegmentationDataset(
+        val_samples, prep, batch_size=config.batch_size, shuffle=False, cache=cache
+    )
+    network.fit(
+        train_batches,
+        validation_data=val_batches,
+        epochs=config.epochs,
+        initial_epoch=state.epoch,
+        callbacks=[RunRecorder(run_dir, state, config.patience, config.seed)],
+        verbose=0 if quiet else 1,
+    )
+    return _restore_best(network, run_dir)
+
+
+def _restore_best(network, run_dir: Path) -> keras.Model:
+    best = run_dir / "best.keras"
+    if best.exists():
+        network.set_weights(keras.saving.load_model(best, compile=False).get_weights())
+    return network
+
+
+class RunRecorder(keras.callbacks.Callback):
+    """Writes checkpoints, log and curves at the end of each epoch, and stops early.
+
+    Early stopping watches the validation Dice: training stops after ``patience`` epochs
+    without a better one, and :func:`train` returns the best epoch's weights.
+    """
+
+    def __init__(self, run_dir: Path, state: RunState, patience: int, seed: int):
+        super().__init__()
+        self.run_dir = Path(run_dir)
+        self.state = state
+        self.patience = patience
+        self.seed = seed
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # Reseed per epoch so that a resumed run draws the same dropout masks as an
+        # uninterrupted one would.
+        keras.utils.set_random_seed(self.seed + 1000 * (epoch + 1))
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = {k: float(v) for k, v in (logs or {}).items()}
+        if MONITOR not in logs:
+            raise KeyError(f"training logs lack {MONITOR!r}; got {sorted(logs)}")
+        state = self.state
+        improved = logs[MONITOR] > state.best_dice
+        state.epoch = epoch + 1
+        state.history.append({"epoch": epoch + 1, **logs})
+        if improved:
+            state.best_dice, state.best_epoch = logs[MONITOR], epoch + 1
+            state.epochs_without_improvement = 0
+        else:
+            state.epochs_without_improvement += 1
+
+        last = self.run_dir / "last.keras"
+        with atomic_path(last) as tmp:
+            self.model.save(tmp)
+            with zipfile.ZipFile(tmp, "a") as archive:
+                archive.writestr(STATE_ENTRY, json.dumps(asdict(state)))
+        if improved:
+            with atomic_path(self.run_dir / "best.keras") as tmp:
+                shutil.copyfile(last, tmp)
+        write_log(self.run_dir, state.history)
+        if state.epochs_without_improvement >= self.patience:
+            self.model.stop_training = True
+
+
+def write_log(run_dir: Path, history: list[dict]) -> None:
+    """Rewrite ``log.csv`` and ``curves.png`` from the run's history."""
+    if not history:
+        return
+    columns = list(history[0])
+    with atomic_path(run_dir / "log.csv") as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(history)
+    plot_curves(history, run_dir / "curves.png")
+
+
+def plot_curves(history: list[dict], path: Path) -> None:
+    """Loss and Dice per epoch, training beside validation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = np.array([row["epoch"] for row in history])
+    figure, axes = plt.subplots(1, 2, figsize=(9, 3.5), constrained_layout=True)
+    for axis, metric in zip(axes, ("loss", "dice")):
+        for prefix, style in (("", "-"), ("val_", "--")):
+            key = prefix + metric
+            if key in history[0]:
+                axis.plot(epochs, [row[key] for row in history], style, marker="o", label=key)
+        axis.set_xlabel("epoch")
+        axis.set_title(metric)
+        axis.grid(alpha=0.3)
+        axis.legend()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=100)
+    plt.close(figure)
