@@ -25,8 +25,14 @@ from segkit.data.preprocess import (
     Preprocessing,
     decode,
     load_sample,
+    normalize,
     original_size,
+    read_image,
     read_mask,
+    read_mask_file,
+    read_pair,
+    resize_image,
+    resize_mask,
 )
 from segkit.data.samples import LAYOUTS, DataError, Problem, Sample, detect_layout, find_samples
 from segkit.data.splits import Split, split_samples
@@ -49,7 +55,13 @@ __all__ = [
     "inspect",
     "load_arrays",
     "load_sample",
+    "normalize",
     "original_size",
+    "read_image",
     "read_mask",
+    "read_mask_file",
+    "read_pair",
+    "resize_image",
+    "resize_mask",
     "split_samples",
 ]

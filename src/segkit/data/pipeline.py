@@ -92,7 +92,11 @@ class SegmentationDataset(keras.utils.PyDataset):
 
     def on_epoch_end(self) -> None:
         """Move to the next epoch: new order and new augmentation draws."""
-        self.epoch += 1
+        self.set_epoch(self.epoch + 1)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Jump to ``epoch``'s order and augmentation draws, e.g. when resuming training."""
+        self.epoch = epoch
         self._order = self._epoch_order()
 
     def _epoch_order(self) -> np.ndarray:

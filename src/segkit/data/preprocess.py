@@ -317,3 +317,27 @@ def _binary_mask(mask: np.ndarray, path: Path) -> np.ndarray:
         shown = ", ".join(str(v) for v in values[:8]) + (", ..." if len(values) > 8 else "")
         raise DataError(f"mask {path} is not binary: values {shown} (expected 0/255 or 0/1)", path)
     return (mask != 0).astype(np.uint8)
+
+
+def read_image(path: str | Path, channels: int | tuple = 1) -> np.ndarray:
+    """One image file, without a mask, at its original size: ``uint8 (H, W, C)``.
+
+    For running a model on new images. TIFF files are read as LGG slices (so ``channels=1``
+    picks FLAIR); other formats are converted by Pillow to greyscale or RGB.
+
+    Raises:
+        DataError: the file cannot be read or lacks the channels asked for.
+    """
+    path = Path(path)
+    layout = "lgg" if path.suffix.lower() in (".tif", ".tiff") else "folders"
+    return _read_image(Sample(key=path.stem, image=path, mask=path, layout=layout), channels)
+
+
+def read_mask_file(path: str | Path) -> np.ndarray:
+    """One mask file at its original size: ``uint8 (H, W)`` in {0, 1}.
+
+    Raises:
+        DataError: the file cannot be read or is not binary (0/255 or 0/1).
+    """
+    path = Path(path)
+    return _binary_mask(_read_mask_file(path), path)
