@@ -114,10 +114,6 @@ class _OverlapMetric(keras.metrics.Metric):
             return ops.where(both_empty, 0.0, score)
         return score
 
-    def reset_state(self):
-        for variable in self.variables:
-            variable.assign(ops.zeros_like(variable))
-
     def get_config(self):
         config = super().get_config()
         config.update(threshold=self.threshold, per_image=self.per_image, empty=self.empty)
