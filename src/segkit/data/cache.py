@@ -45,7 +45,7 @@ class SampleCache:
         sources = []
         for path in dict.fromkeys((sample.image, sample.mask)):  # one file for .mat samples
             stat = os.stat(path)
-            sources.append([str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns])
+            sources.append([os.path.abspath(path), stat.st_size, stat.st_mtime_ns])
         identity = json.dumps([CACHE_FORMAT, prep.key(), sample.layout, sources])
         digest = hashlib.sha256(identity.encode()).hexdigest()[:32]
         return self.directory / prep.key() / f"{digest}.npy"

@@ -61,7 +61,7 @@ def load_arrays(
 
     def fill(i: int) -> None:
         image, mask = load(samples[i])
-        images[i] = normalize(image, prep)
+        normalize(image, prep, out=images[i])
         masks[i] = mask
 
     workers = workers or min(8, os.cpu_count() or 1)

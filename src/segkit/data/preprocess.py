@@ -108,21 +108,31 @@ def load_sample(sample: Sample, prep: Preprocessing | None = None) -> tuple[np.n
     return normalize(image, prep), mask
 
 
-def normalize(image: np.ndarray, prep: Preprocessing) -> np.ndarray:
+def normalize(image: np.ndarray, prep: Preprocessing, out: np.ndarray | None = None) -> np.ndarray:
     """Scale a ``uint8`` (or already divided-by-255 float) image as ``prep.normalize`` says.
 
     ``"zscore"`` gives the same result for either input, so augmentation can work on [0, 1]
     floats before it.
+
+    Args:
+        image: ``(H, W, C)`` image.
+        prep: the preprocessing.
+        out: optional ``float32`` array of the image's shape to write into (saves a copy when
+            filling a large array).
     """
+    if out is None:
+        out = np.empty(image.shape, np.float32)
     if image.dtype == np.uint8:
-        image = image.astype(np.float32) / np.float32(255)
-    image = image.astype(np.float32, copy=False)
+        np.divide(image, np.float32(255), out=out, dtype=np.float32)
+    else:
+        out[...] = image
     if prep.normalize == "zscore":
-        axes = tuple(range(image.ndim - 1))  # per channel, over the pixels (and the batch)
-        mean = image.mean(axis=axes, keepdims=True)
-        std = image.std(axis=axes, keepdims=True)
-        image = (image - mean) / np.maximum(std, np.float32(1e-6))
-    return image
+        axes = tuple(range(out.ndim - 1))  # per channel, over the pixels
+        mean = out.mean(axis=axes, keepdims=True)
+        std = out.std(axis=axes, keepdims=True)
+        out -= mean
+        out /= np.maximum(std, np.float32(1e-6))
+    return out
 
 
 def read_pair(sample: Sample, channels: int | tuple = 1) -> tuple[np.ndarray, np.ndarray]:
