@@ -51,6 +51,14 @@ def as_binary(mask, name: str = "mask", ndims: Sequence[int] | None = None) -> n
         )
     if array.dtype == bool:
         return array
+    if np.issubdtype(array.dtype, np.unsignedinteger):
+        # Fast path for the common uint8 masks: one pass finds any value above 1.
+        if array.size and array.max() > 1:
+            raise ValueError(
+                f"{name} must be binary (only 0 and 1, or bool), found the value "
+                f"{array.max()!r}; use `mask > 0` for 0/255 images"
+            )
+        return array.astype(bool)
     if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
         raise ValueError(f"{name} must be a boolean or numeric array, got dtype {array.dtype}")
     # One pass for the check: 0/1 arrays are where both are true and nothing else.
@@ -152,7 +160,7 @@ def rle_encode(mask, order: str = "F") -> str:
     edges = np.flatnonzero(padded[1:] != padded[:-1])  # 0-based: run starts, then run ends
     runs = edges.reshape(-1, 2)
     starts, lengths = runs[:, 0] + 1, runs[:, 1] - runs[:, 0]
-    return " ".join(map(str, np.column_stack((starts, lengths)).ravel()))
+    return " ".join(map(str, np.column_stack((starts, lengths)).ravel().tolist()))
 
 
 def _parse_rle(rle) -> np.ndarray:
@@ -210,11 +218,14 @@ def rle_decode(rle, shape, order: str = "F") -> np.ndarray:
     starts, ends = starts[by_start], ends[by_start]
     if np.any(starts[1:] < ends[:-1]):
         raise ValueError("rle has overlapping runs")
-    # Mark +1 where a run starts and -1 where it ends; the running sum is the mask.
-    steps = np.zeros(size + 1, dtype=np.int8)
-    steps[starts] += 1
-    steps[ends] -= 1
-    flat = np.cumsum(steps[:-1], dtype=np.int8).astype(np.uint8)
+    # Index every foreground pixel directly, so the work grows with the foreground, not the
+    # image: the k-th foreground pixel lies (k - pixels in earlier runs) after its run's start.
+    lengths = ends - starts
+    run_of_pixel = np.repeat(np.arange(len(starts)), lengths)
+    pixels_before_run = np.cumsum(lengths) - lengths
+    positions = starts[run_of_pixel] + np.arange(lengths.sum()) - pixels_before_run[run_of_pixel]
+    flat = np.zeros(size, dtype=np.uint8)
+    flat[positions] = 1
     return flat.reshape(shape, order=order)
 
 
