@@ -66,7 +66,12 @@ def soft_dice_score(y_true, y_pred, smooth: float = 0.0, eps: float = 1e-7, axis
 def soft_jaccard_score(y_true, y_pred, smooth: float = 0.0, eps: float = 1e-7, axis=None):
     """Soft Jaccard (IoU) ``(sum(y*p) + smooth) / (sum(y) + sum(p) - sum(y*p) + smooth)``.
 
-    Args: as :func:`soft_dice_score`.
+    Args:
+        y_true: targets in [0, 1].
+        y_pred: probabilities, same shape.
+        smooth: added to numerator and denominator; 1.0 makes two empty masks score 1.
+        eps: lower bound of the denominator.
+        axis: axes to sum over (None: all).
 
     Returns:
         The score with ``axis`` reduced.

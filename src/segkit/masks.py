@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 
 __all__ = [
+    "as_binary",
     "flatten",
     "unflatten",
     "rle_encode",
