@@ -2,8 +2,8 @@
 
 ``KERAS_BACKEND`` always wins. When it is unset, segkit picks the first installed backend in
 :data:`PREFERENCE`, the order measured fastest for training on CPU (see the Benchmarks page).
-With none of them installed it falls back to Keras' ``numpy`` backend, which cannot train but
-lets segkit run exported ONNX models (``segkit[onnx]``) and build models for inspection.
+With none of them installed segkit still reads data and runs exported ONNX models
+(``segkit[onnx]``); building or training a model then asks for a backend.
 """
 
 from __future__ import annotations
@@ -16,19 +16,31 @@ import sys
 PREFERENCE = ("tensorflow", "torch", "jax")
 
 
-def choose_backend() -> str:
+def choose_backend() -> str | None:
     """Return the backend Keras will use, setting ``KERAS_BACKEND`` if it is unset.
 
-    Has no effect once Keras is imported: Keras fixes its backend at import time.
+    Returns None when no backend is installed. Has no effect once Keras is imported: Keras
+    fixes its backend at import time.
     """
     chosen = os.environ.get("KERAS_BACKEND")
     if chosen:
         return chosen
     if "keras" in sys.modules:
         return sys.modules["keras"].backend.backend()
-    chosen = next((n for n in PREFERENCE if importlib.util.find_spec(n) is not None), "numpy")
-    os.environ["KERAS_BACKEND"] = chosen
+    chosen = next((n for n in PREFERENCE if importlib.util.find_spec(n) is not None), None)
+    if chosen is not None:
+        os.environ["KERAS_BACKEND"] = chosen
     return chosen
+
+
+def require_backend() -> None:
+    """Fail clearly, before Keras does, when no backend is installed."""
+    if choose_backend() is None:
+        raise ImportError(
+            "building or training models needs a Keras backend: pip install "
+            "'segkit[tensorflow]' (or segkit[torch], segkit[jax]). Exported .onnx models run "
+            "without one (segkit[onnx])."
+        )
 
 
 def default_data_format() -> str:

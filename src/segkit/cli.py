@@ -189,7 +189,7 @@ def predict(model, weights, inputs, out, **options):
 @click.option("--out", required=True, type=click.Path(), help="Output file or folder.")
 def export(model, weights, fmt, out):
     """Export a model to ONNX or a TensorFlow SavedModel."""
-    from segkit.export import export as run_export
+    from segkit.exporting import export as run_export
 
     click.echo(f"exported to {run_export(model, out, format=fmt, weights=weights)}")
 

@@ -109,6 +109,7 @@ def train(
     out: str | Path = "runs/unet",
     *,
     quiet: bool = False,
+    callbacks: list | None = None,
     **settings,
 ) -> keras.Model:
     """Train ``model`` on the samples in ``data_dir``, writing the run to ``out``.
@@ -118,6 +119,7 @@ def train(
         data_dir: a data folder in any layout :func:`segkit.data.find_samples` reads.
         out: the run folder; must not hold another run (use :func:`resume` for that).
         quiet: no progress bars.
+        callbacks: extra Keras callbacks (not saved with the run).
         **settings: any field of :class:`TrainConfig`: ``loss``, ``epochs``, ``batch_size``,
             ``learning_rate``, ``image_size``, ``split`` (``"auto"``, ``"blocks"``, ``"group"``,
             ``"random"``), ``manifest`` (a split file to reuse), ``augment``, ``patience``,
@@ -151,10 +153,12 @@ def train(
     write_json(run_dir / "config.json", _config_record(config))
     keras.utils.set_random_seed(config.seed)
     network = _build(config)
-    return _fit(network, config, run_dir, samples, split, RunState(), quiet)
+    return _fit(network, config, run_dir, samples, split, RunState(), quiet, callbacks)
 
 
-def resume(run_dir: str | Path, *, quiet: bool = False) -> keras.Model:
+def resume(
+    run_dir: str | Path, *, quiet: bool = False, callbacks: list | None = None
+) -> keras.Model:
     """Continue an interrupted run from its latest finished epoch.
 
     The optimizer state, epoch count, early-stopping state and data order are restored, so the
@@ -174,10 +178,10 @@ def resume(run_dir: str | Path, *, quiet: bool = False) -> keras.Model:
     split = data.Split.load(run_dir / "split.json")
     if not checkpoint.exists():  # interrupted during the first epoch: start it again
         keras.utils.set_random_seed(config.seed)
-        return _fit(_build(config), config, run_dir, samples, split, RunState(), quiet)
+        return _fit(_build(config), config, run_dir, samples, split, RunState(), quiet, callbacks)
     state = read_state(checkpoint)
     network = keras.saving.load_model(checkpoint)
-    return _fit(network, config, run_dir, samples, split, state, quiet)
+    return _fit(network, config, run_dir, samples, split, state, quiet, callbacks)
 
 
 def read_state(checkpoint: str | Path) -> RunState:
@@ -212,7 +216,7 @@ def _build(config: TrainConfig) -> keras.Model:
     return network
 
 
-def _fit(network, config, run_dir, samples, split, state: RunState, quiet: bool):
+def _fit(network, config, run_dir, samples, split, state: RunState, quiet, callbacks=None):
     if state.epoch >= config.epochs or state.epochs_without_improvement >= config.patience:
         return _restore_best(network, run_dir)
     train_samples, val_samples, _ = split.select(samples)
@@ -241,7 +245,7 @@ def _fit(network, config, run_dir, samples, split, state: RunState, quiet: bool)
         validation_data=val_batches,
         epochs=config.epochs,
         initial_epoch=state.epoch,
-        callbacks=[RunRecorder(run_dir, state, config.patience, config.seed)],
+        callbacks=[RunRecorder(run_dir, state, config.patience, config.seed), *(callbacks or [])],
         verbose=0 if quiet else 1,
     )
     return _restore_best(network, run_dir)

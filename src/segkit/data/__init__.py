@@ -19,7 +19,6 @@ from segkit.data.augment import Augment
 from segkit.data.cache import SampleCache
 from segkit.data.inspection import InspectionReport, inspect
 from segkit.data.loading import load_arrays
-from segkit.data.pipeline import SegmentationDataset
 from segkit.data.preprocess import (
     LGG_CHANNELS,
     Preprocessing,
@@ -36,6 +35,16 @@ from segkit.data.preprocess import (
 )
 from segkit.data.samples import LAYOUTS, DataError, Problem, Sample, detect_layout, find_samples
 from segkit.data.splits import Split, split_samples
+
+
+def __getattr__(name: str):
+    # The Keras-based pipeline loads on first use, so reading data (and running exported ONNX
+    # models) works without a deep-learning backend installed.
+    if name == "SegmentationDataset":
+        from segkit.data.pipeline import SegmentationDataset
+
+        return SegmentationDataset
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "LAYOUTS",

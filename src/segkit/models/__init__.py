@@ -9,7 +9,11 @@ segkit.models.list("*unet*")
 
 from __future__ import annotations
 
-import keras
+from segkit.backend import require_backend
+
+require_backend()
+
+import keras  # noqa: E402
 
 # Importing the modules registers their builders.
 from segkit.models import resunet, unet  # noqa: E402, F401, I001

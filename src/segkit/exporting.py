@@ -1,8 +1,12 @@
 """Exporting a model for serving without Keras: ONNX or a TensorFlow SavedModel.
 
 ONNX files carry the preprocessing they expect in their metadata, so ``segkit predict`` runs
-them on onnxruntime alone (``pip install 'segkit[onnx]'``). Export runs on the TensorFlow and
-PyTorch backends (Keras' exporters); models always take channels-last ``(B, H, W, C)`` input.
+them on onnxruntime alone (``pip install 'segkit[onnx]'``). Exported models take channels-last
+``(B, H, W, C)`` float32 input, like the Keras models.
+
+Export runs on the TensorFlow and PyTorch backends. On JAX, Keras' ONNX path produced a graph
+that onnxruntime rejects (MaxPool "Unsupported pooling size", Keras 3.15), so segkit refuses it:
+``.keras`` files load on every backend, so export the same file with ``KERAS_BACKEND=tensorflow``.
 """
 
 from __future__ import annotations
@@ -41,8 +45,14 @@ def export(
     out = Path(out)
     if format == "onnx" and out.suffix != ".onnx":
         raise ValueError(f"ONNX output {out} must end in .onnx")
-    if format == "tf_saved_model" and keras.backend.backend() != "tensorflow":
+    backend = keras.backend.backend()
+    if format == "tf_saved_model" and backend != "tensorflow":
         raise ValueError("tf_saved_model export needs KERAS_BACKEND=tensorflow")
+    if format == "onnx" and backend not in ("tensorflow", "torch"):
+        raise ValueError(
+            f"ONNX export is not supported on the {backend} backend; run it with "
+            "KERAS_BACKEND=tensorflow (or torch): model files load on every backend"
+        )
     segmenter = load_model(model, weights)
     if segmenter.network is None:
         raise ValueError(f"{model} is already an exported model")

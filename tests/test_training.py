@@ -1,0 +1,134 @@
+"""Training runs: the run folder, early stopping, and resuming after an interruption."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import keras
+import numpy as np
+import pytest
+
+import segkit
+from segkit import data, training
+from segkit.demo import sample_dir
+
+pytestmark = pytest.mark.backend
+
+TINY = {
+    "image_size": (32, 32),
+    "batch_size": 2,
+    "model_config": {"base_filters": 4, "depth": 2},
+    "workers": 1,
+}
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    """Four bundled slices to train on, two to validate on."""
+    keys = [s.key for s in data.find_samples(sample_dir())]
+    path = tmp_path_factory.mktemp("split") / "split.json"
+    data.Split(
+        method="random",
+        seed=0,
+        fractions=(0.6, 0.4, 0.0),
+        train=tuple(keys[:4]),
+        val=tuple(keys[4:]),
+        test=(),
+    ).save(path)
+    return path
+
+
+def _train(out, manifest, tmp_path, **settings):
+    return training.train(
+        "unet",
+        sample_dir(),
+        out,
+        quiet=True,
+        manifest=str(manifest),
+        cache=str(tmp_path / "cache"),
+        **{**TINY, **settings},
+    )
+
+
+def test_run_folder_has_every_file(tmp_path, manifest):
+    run = tmp_path / "run"
+    _train(run, manifest, tmp_path, epochs=2)
+    for name in ("config.json", "split.json", "last.keras", "best.keras", "log.csv", "curves.png"):
+        assert (run / name).is_file(), name
+    rows = list(csv.DictReader(open(run / "log.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert {"loss", "dice", "val_loss", "val_dice"} <= set(rows[0])
+    config = json.loads((run / "config.json").read_text())
+    assert config["config"]["model"] == "unet" and config["backend"] == keras.backend.backend()
+    assert training.read_state(run / "last.keras").epoch == 2
+
+
+def test_refuses_to_overwrite_a_run(tmp_path, manifest):
+    run = tmp_path / "run"
+    _train(run, manifest, tmp_path, epochs=1)
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        _train(run, manifest, tmp_path, epochs=1)
+
+
+def test_bad_settings_fail_before_writing(tmp_path, manifest):
+    with pytest.raises(ValueError, match="unknown loss 'dicey'"):
+        _train(tmp_path / "run", manifest, tmp_path, loss="dicey")
+    with pytest.raises(KeyError, match="unknown model"):
+        training.train("unetz", sample_dir(), tmp_path / "run2")
+    assert not (tmp_path / "run").exists() and not (tmp_path / "run2").exists()
+
+
+class _Interrupt(keras.callbacks.Callback):
+    """Stops training abruptly in the middle of an epoch, as a kill would."""
+
+    def __init__(self, epoch: int):
+        super().__init__()
+        self.epoch = epoch
+        self.current = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.current = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.current == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_resume_matches_an_uninterrupted_run(tmp_path, manifest):
+    settings = {"epochs": 2, "model_config": {"base_filters": 4, "depth": 2, "dropout": 0.2}}
+    whole = _train(tmp_path / "whole", manifest, tmp_path, **settings)
+
+    with pytest.raises(KeyboardInterrupt):
+        _train(tmp_path / "cut", manifest, tmp_path, callbacks=[_Interrupt(epoch=1)], **settings)
+    assert training.read_state(tmp_path / "cut" / "last.keras").epoch == 1
+    resumed = training.resume(tmp_path / "cut", quiet=True)
+
+    # Same data order, dropout draws and optimizer state: only float round-off differs.
+    # (A resume that lost any of them moves weights by ~1e-2 or more.)
+    for a, b in zip(whole.get_weights(), resumed.get_weights()):
+        np.testing.assert_allclose(a, b, atol=2e-3)
+    log = list(csv.DictReader(open(tmp_path / "cut" / "log.csv")))
+    assert [int(r["epoch"]) for r in log] == [1, 2]
+
+
+def test_resume_without_a_run_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="holds no run"):
+        training.resume(tmp_path)
+
+
+def test_early_stopping_restores_the_best_epoch(tmp_path, manifest):
+    run = tmp_path / "run"
+    model = _train(run, manifest, tmp_path, epochs=4, patience=1, learning_rate=1e-12)
+    state = training.read_state(run / "last.keras")
+    # With a negligible learning rate nothing improves after epoch 1, so patience 1 stops at epoch 2.
+    assert state.epoch == 2 and state.best_epoch == 1
+    best = keras.saving.load_model(run / "best.keras", compile=False)
+    for a, b in zip(model.get_weights(), best.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_trained_model_is_a_registered_architecture(tmp_path, manifest):
+    model = _train(tmp_path / "run", manifest, tmp_path, epochs=1)
+    reference = segkit.models.get("unet", input_shape=(32, 32, 1), base_filters=4, depth=2)
+    assert model.count_params() == reference.count_params()
