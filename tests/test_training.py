@@ -121,7 +121,7 @@ def test_early_stopping_restores_the_best_epoch(tmp_path, manifest):
     run = tmp_path / "run"
     model = _train(run, manifest, tmp_path, epochs=4, patience=1, learning_rate=1e-12)
     state = training.read_state(run / "last.keras")
-    # With a negligible learning rate nothing improves after epoch 1, so patience 1 stops at epoch 2.
+    # A negligible learning rate improves nothing after epoch 1: patience 1 stops at epoch 2.
     assert state.epoch == 2 and state.best_epoch == 1
     best = keras.saving.load_model(run / "best.keras", compile=False)
     for a, b in zip(model.get_weights(), best.get_weights()):

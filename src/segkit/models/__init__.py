@@ -13,10 +13,10 @@ from segkit.backend import require_backend
 
 require_backend()
 
-import keras  # noqa: E402
+import keras
 
 # Importing the modules registers their builders.
-from segkit.models import resunet, unet  # noqa: E402, F401, I001
+from segkit.models import resunet, unet  # noqa: F401, I001
 from segkit.models._registry import builder, describe, register, split_name
 from segkit.models._registry import list as list  # noqa: PLW0127  (public name shadows builtin)
 
