@@ -1,0 +1,59 @@
+"""Shipped weights: float16 storage, checksum verification and the registry of tags."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+import segkit
+from segkit import weights
+
+pytestmark = pytest.mark.backend
+
+TINY = {"input_shape": (32, 32, 1), "base_filters": 4, "depth": 2}
+
+
+@pytest.fixture
+def shipped(tmp_path, monkeypatch):
+    """A temporary weights entry for a tiny unet, as if it shipped with the package."""
+    model = segkit.models.get("unet", **TINY)
+    path = tmp_path / "unet-test.npz"
+    digest = weights.save_weights(model, path)
+    entry = weights.Pretrained("unet", "test", path.name, digest, config=TINY)
+    monkeypatch.setitem(weights.PRETRAINED, ("unet", "test"), entry)
+    monkeypatch.setattr(weights, "weights_path", lambda e: tmp_path / e.filename)
+    return model, path
+
+
+def test_pretrained_model_loads_with_the_same_outputs(shipped):
+    model, _ = shipped
+    loaded = segkit.models.get("unet.test")
+    x = np.random.default_rng(0).random((1, 32, 32, 1), dtype=np.float32)
+    expected = keras.ops.convert_to_numpy(model(x))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x)), expected, atol=2e-3)
+    assert "unet.test" in weights.available("unet")
+
+
+def test_tampered_weights_are_refused(shipped):
+    _, path = shipped
+    path.write_bytes(path.read_bytes() + b"x")
+    with pytest.raises(ValueError, match="corrupt or was replaced"):
+        segkit.models.get("unet", weights="test")
+
+
+def test_weights_fix_the_architecture(shipped):
+    with pytest.raises(ValueError, match="only data_format may be set"):
+        segkit.models.get("unet", weights="test", base_filters=8)
+
+
+def test_unknown_tag_lists_the_shipped_ones(shipped):
+    with pytest.raises(KeyError, match="shipped weights: .*unet.test"):
+        segkit.models.get("resunet", weights="test")
+
+
+def test_weights_that_do_not_fit_name_the_file(tmp_path):
+    path = tmp_path / "small.npz"
+    weights.save_weights(segkit.models.get("unet", **TINY), path)
+    with pytest.raises(ValueError, match="does not fit model 'unet'"):
+        weights.load_weights(segkit.models.get("unet", input_shape=(32, 32, 1), depth=2), path)
