@@ -28,7 +28,7 @@ demo: install-demo
 	$(BIN)/segkit demo
 
 test: install-test
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks tools
 	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest
 	for backend in $(filter-out tensorflow,$(BACKENDS)); do \
 		KERAS_BACKEND=$$backend $(BIN)/python -m pytest -m backend || exit 1; \

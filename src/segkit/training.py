@@ -7,7 +7,7 @@ A run folder holds everything about one run:
 ``split.json``  the split manifest: which samples were train, validation and test
 ``last.keras``  model, optimizer state and run state after the latest finished epoch
 ``best.keras``  the model at the best validation Dice so far
-``log.csv``     one row of losses and metrics per epoch
+``log.csv``     one row of losses, metrics and wall-clock seconds per epoch
 ``curves.png``  the training curves
 ============== ==========================================================================
 
@@ -23,6 +23,7 @@ import csv
 import json
 import os
 import shutil
+import time
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -276,9 +277,11 @@ class RunRecorder(keras.callbacks.Callback):
         # Reseed per epoch so that a resumed run draws the same dropout masks as an
         # uninterrupted one would.
         keras.utils.set_random_seed(self.seed + 1000 * (epoch + 1))
+        self.epoch_start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         logs = {k: float(v) for k, v in (logs or {}).items()}
+        logs["seconds"] = round(time.perf_counter() - self.epoch_start, 1)
         if MONITOR not in logs:
             raise KeyError(f"training logs lack {MONITOR!r}; got {sorted(logs)}")
         state = self.state
