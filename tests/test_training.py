@@ -132,3 +132,10 @@ def test_trained_model_is_a_registered_architecture(tmp_path, manifest):
     model = _train(tmp_path / "run", manifest, tmp_path, epochs=1)
     reference = segkit.models.get("unet", input_shape=(32, 32, 1), base_filters=4, depth=2)
     assert model.count_params() == reference.count_params()
+
+
+def test_crop_training_gives_a_model_for_whole_slices(tmp_path, manifest):
+    model = _train(tmp_path / "run", manifest, tmp_path, epochs=1, crop=16)
+    assert model.input_shape == (None, None, None, 1)
+    x = np.zeros((1, 32, 32, 1), np.float32)
+    assert keras.ops.convert_to_numpy(model(x)).shape == (1, 32, 32, 1)

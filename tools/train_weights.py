@@ -39,6 +39,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--loss", default="bce_dice")
     parser.add_argument("--patience", type=int, default=6)
+    parser.add_argument("--crop", type=int, default=None)
     parser.add_argument("--tag", default="figshare")
     args = parser.parse_args()
 

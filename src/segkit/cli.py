@@ -95,6 +95,7 @@ def _model_options(function):
 @click.option("--split", default="auto", show_default=True, help="auto, blocks, group or random.")
 @click.option("--manifest", type=click.Path(exists=True), help="Reuse this split manifest.")
 @click.option("--augment/--no-augment", default=True, show_default=True)
+@click.option("--crop", type=int, default=None, help="Train on random square crops of this side.")
 @click.option("--patience", default=10, show_default=True, type=int, help="Early stopping.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option(

@@ -68,6 +68,7 @@ class TrainConfig:
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     manifest: str | None = None
     augment: bool = True
+    crop: int | None = None
     patience: int = 10
     seed: int = 0
     cache: str | None = None
@@ -124,7 +125,9 @@ def train(
         **settings: any field of :class:`TrainConfig`: ``loss``, ``epochs``, ``batch_size``,
             ``learning_rate``, ``image_size``, ``split`` (``"auto"``, ``"blocks"``, ``"group"``,
             ``"random"``), ``manifest`` (a split file to reuse), ``augment``, ``patience``,
-            ``model_config`` (builder arguments), ``seed``, ...
+            ``crop`` (train on random square crops of this side, centred on the tumour 80% of
+            the time: about (image_size / crop)**2 times cheaper per epoch), ``model_config``
+            (builder arguments), ``seed``, ...
 
     Returns:
         The model with the best validation Dice's weights restored.
@@ -204,7 +207,9 @@ def _config_record(config: TrainConfig) -> dict:
 
 
 def _build(config: TrainConfig) -> keras.Model:
-    model_config = {"input_shape": (*config.image_size, config.channels), **config.model_config}
+    # Crops train the same fully convolutional network; it must then accept any size.
+    height, width = (None, None) if config.crop else config.image_size
+    model_config = {"input_shape": (height, width, config.channels), **config.model_config}
     network = segkit.models.get(config.model, **model_config)
     num_classes = network.output_shape[-1]
     mode = "binary" if num_classes == 1 else "multiclass"
@@ -233,6 +238,7 @@ def _fit(network, config, run_dir, samples, split, state: RunState, quiet, callb
         prep,
         batch_size=config.batch_size,
         augment=data.Augment() if config.augment else None,
+        crop=(config.crop, config.crop) if config.crop else None,
         seed=config.seed,
         cache=cache,
         workers=config.workers,

@@ -80,3 +80,31 @@ def test_fit_streams_from_disk_on_this_backend(backend, folders_copy, tmp_path):
     history = model.fit(dataset, epochs=2, verbose=0)
     assert len(history.history["loss"]) == 2 and np.isfinite(history.history["loss"]).all()
     assert dataset.epoch >= 2  # Keras may also end an epoch around fit()
+
+
+def test_random_crops_keep_pairs_aligned_and_favour_the_tumour():
+    from segkit.data.augment import random_crop
+
+    image = np.arange(64 * 64, dtype=np.float32).reshape(64, 64, 1)
+    mask = np.zeros((64, 64, 1), np.uint8)
+    mask[50:54, 4:8] = 1  # a small tumour in a corner
+    rng = np.random.default_rng(0)
+    hits = 0
+    for _ in range(50):
+        cropped, cropped_mask = random_crop(image, mask, (16, 16), rng)
+        assert cropped.shape == (16, 16, 1) and cropped_mask.shape == (16, 16, 1)
+        top, left = divmod(int(cropped[0, 0, 0]), 64)
+        np.testing.assert_array_equal(cropped_mask, mask[top : top + 16, left : left + 16])
+        hits += bool(cropped_mask.any())
+    assert hits >= 30  # uniform windows would contain the tumour about 12% of the time
+    with pytest.raises(ValueError, match="larger than the image"):
+        random_crop(image, mask, (65, 16), rng)
+
+
+def test_dataset_crops_training_batches(folders_copy):
+    samples = find_samples(folders_copy)
+    batches = SegmentationDataset(
+        samples, Preprocessing(size=(32, 32)), batch_size=2, crop=(16, 16), seed=1
+    )
+    images, masks = batches[0]
+    assert images.shape == (2, 16, 16, 1) and masks.shape == (2, 16, 16, 1)

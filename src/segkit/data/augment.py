@@ -86,3 +86,44 @@ class Augment:
         if self.brightness:
             image = image + rng.uniform(-self.brightness, self.brightness)
         return np.clip(image, 0, 1).astype(np.float32)
+
+
+def random_crop(
+    image: np.ndarray,
+    mask: np.ndarray,
+    size: tuple[int, int],
+    rng: np.random.Generator,
+    foreground: float = 0.8,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cut the same random ``size`` window from image and mask.
+
+    Fully convolutional networks can train on crops and still segment whole images at the
+    scale they were trained on, at a fraction of the cost. With probability ``foreground`` the
+    window is placed around a random foreground pixel (when the mask has any), so that crops of
+    small tumours are not mostly background.
+
+    Args:
+        image: ``(H, W, C)`` image.
+        mask: ``(H, W, 1)`` mask in {0, 1}.
+        size: ``(height, width)`` of the crop, at most the image's.
+        rng: the generator the window is drawn from.
+        foreground: probability of centring the window on the foreground.
+
+    Returns:
+        ``(image, mask)`` crops.
+    """
+    height, width = size
+    if height > image.shape[0] or width > image.shape[1]:
+        raise ValueError(f"crop {size} is larger than the image {image.shape[:2]}")
+    rows, cols = np.nonzero(mask[..., 0])
+    if rows.size and rng.random() < foreground:
+        pick = rng.integers(rows.size)
+        top = rows[pick] - height // 2 + int(rng.integers(-height // 4, height // 4 + 1))
+        left = cols[pick] - width // 2 + int(rng.integers(-width // 4, width // 4 + 1))
+    else:
+        top = int(rng.integers(image.shape[0] - height + 1))
+        left = int(rng.integers(image.shape[1] - width + 1))
+    top = int(np.clip(top, 0, image.shape[0] - height))
+    left = int(np.clip(left, 0, image.shape[1] - width))
+    window = np.s_[top : top + height, left : left + width]
+    return image[window], mask[window]

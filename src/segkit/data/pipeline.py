@@ -9,7 +9,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from segkit.data.augment import Augment
+from segkit.data.augment import Augment, random_crop
 from segkit.data.cache import SampleCache
 from segkit.data.loading import decoder
 from segkit.data.preprocess import Preprocessing, normalize
@@ -28,6 +28,8 @@ class SegmentationDataset(keras.utils.PyDataset):
         batch_size: samples per batch (the last batch may be smaller).
         shuffle: reshuffle the samples at the end of every epoch.
         augment: paired augmentation for training, e.g. ``Augment()``; ``None`` for none.
+        crop: ``(height, width)`` of random training crops taken from each preprocessed
+            slice (centred on the tumour 80% of the time), or ``None`` for whole slices.
         seed: seeds shuffling and augmentation: the same seed, epoch and batch index always give
             the same batch, with any number of workers.
         cache: cache directory (or :class:`SampleCache`); ``None`` decodes every time.
@@ -47,6 +49,7 @@ class SegmentationDataset(keras.utils.PyDataset):
         batch_size: int = 8,
         shuffle: bool = True,
         augment: Augment | None = None,
+        crop: tuple[int, int] | None = None,
         seed: int = 0,
         cache: str | Path | SampleCache | None = None,
         workers: int = 1,
@@ -65,6 +68,7 @@ class SegmentationDataset(keras.utils.PyDataset):
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.augment = augment
+        self.crop = tuple(crop) if crop else None
         self.seed = seed
         self.cache = cache
         self.epoch = 0
@@ -83,6 +87,8 @@ class SegmentationDataset(keras.utils.PyDataset):
         images, masks = [], []
         for i in chosen:
             image, mask = load(self.samples[i])
+            if self.crop is not None:
+                image, mask = random_crop(image, mask, self.crop, rng)
             image = image.astype(np.float32) / np.float32(255)
             if self.augment is not None:
                 image, mask = self.augment(image, mask, rng)
