@@ -16,7 +16,7 @@ require_backend()
 import keras
 
 # Importing the modules registers their builders.
-from segkit.models import fast_unet, resunet, unet  # noqa: F401, I001
+from segkit.models import attention_unet, fast_unet, resunet, unet, unet_plus_plus  # noqa: F401, I001
 from segkit.models._registry import builder, describe, register, split_name
 from segkit.models._registry import list as list  # noqa: PLW0127  (public name shadows builtin)
 
