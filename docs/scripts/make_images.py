@@ -1,0 +1,73 @@
+"""Regenerate the pictures in docs/images/ from the tutorials' own output.
+
+    python docs/scripts/make_images.py
+
+The tutorials run as the tests run them (see ``run_tutorials.py``); their overlays and curves
+are copied here. The Home page's picture is drawn from the bundled sample.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run_tutorials import DOCS, ROOT, run_page  # noqa: E402
+
+IMAGES = DOCS / "images"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+# tutorial page -> {file it writes: picture in docs/images}
+FROM_TUTORIALS = {
+    "five-minutes.md": {"masks/172_overlay.png": "five-minutes-overlay.png"},
+    "train-and-compare.md": {
+        "runs/unet/curves.png": "train-curves.png",
+        "overlays/25_overlay.png": "train-overlay.png",
+    },
+}
+
+
+def home_picture(path: Path) -> None:
+    """One slice per tumour type with its hand-drawn outline."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from segkit import data
+    from segkit.demo import sample_dir
+
+    samples = data.find_samples(sample_dir())
+    chosen = {}
+    for sample in samples:
+        chosen.setdefault(sample.label_name, sample)
+    figure, axes = plt.subplots(1, len(chosen), figsize=(9, 3.3), constrained_layout=True)
+    for axis, (label, sample) in zip(axes, sorted(chosen.items())):
+        image, mask = data.read_pair(sample)
+        axis.imshow(image.squeeze(), cmap="gray")
+        axis.contour(mask.squeeze(), levels=[0.5], colors=["#2bd62b"], linewidths=1.2)
+        axis.set_title(f"{label} (slice {sample.key})", fontsize=10)
+        axis.set_axis_off()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def main() -> int:
+    IMAGES.mkdir(exist_ok=True)
+    home_picture(IMAGES / "home-sample.png")
+    for page, copies in FROM_TUTORIALS.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            result = run_page(DOCS / "tutorials" / page, Path(tmp), SHARED_DATA)
+            if result.returncode:
+                print(result.stdout, result.stderr, file=sys.stderr)
+                return 1
+            for source, target in copies.items():
+                shutil.copyfile(Path(tmp) / source, IMAGES / target)
+    print("\n".join(sorted(str(p.relative_to(ROOT)) for p in IMAGES.glob("*.png"))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
