@@ -1,7 +1,7 @@
 """Choosing the Keras backend before Keras is imported.
 
 ``KERAS_BACKEND`` always wins. When it is unset, segkit picks the first installed backend in
-:data:`PREFERENCE`, the order measured fastest for training on CPU (see the Benchmarks page).
+`PREFERENCE`, the order measured fastest for training on CPU (see the Benchmarks page).
 With none of them installed segkit still reads data and runs exported ONNX models
 (``segkit[onnx]``); building or training a model then asks for a backend.
 """

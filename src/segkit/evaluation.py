@@ -24,7 +24,7 @@ Empty masks (``empty="one"``, the default):
 | only `pred` empty | 0.0                          | NaN        |
 | only `true` empty | 0.0                          | NaN        |
 
-With ``empty="skip"`` the both-empty row is NaN instead, so :func:`summarize` leaves those
+With ``empty="skip"`` the both-empty row is NaN instead, so `summarize` leaves those
 images out of means and medians and counts them under ``"nan"``. MONAI itself returns NaN for
 both-empty and ``inf`` for one-empty distances; NaN is used here so one missed lesion cannot make
 a mean infinite while the count of NaNs still shows it. ``specificity`` is NaN only when the
@@ -42,7 +42,7 @@ from segkit.masks import as_binary
 
 __all__ = ["surface_distances", "hd95", "assd", "score", "summarize", "METRICS"]
 
-#: The per-image scores :func:`summarize` describes, in report order.
+#: The per-image scores `summarize` describes, in report order.
 METRICS = ("dice", "iou", "precision", "recall", "specificity", "hd95", "assd")
 
 EMPTY_POLICIES = ("one", "skip")
@@ -162,7 +162,7 @@ def score(pred, true, spacing=(1.0, 1.0), empty: str = "one") -> dict[str, float
         spacing: pixel size along each axis (e.g. mm), or one number for all; only the
             distances use it.
         empty: what two empty masks score: ``"one"`` (dice, iou, precision, recall 1.0 and
-            distances 0.0) or ``"skip"`` (all NaN, left out by :func:`summarize`).
+            distances 0.0) or ``"skip"`` (all NaN, left out by `summarize`).
 
     Returns:
         ``dice``, ``iou``, ``precision``, ``recall``, ``specificity``, ``hd95``, ``assd`` and
@@ -207,14 +207,14 @@ def score(pred, true, spacing=(1.0, 1.0), empty: str = "one") -> dict[str, float
 
 
 def summarize(scores: Iterable[Mapping[str, float]]) -> dict:
-    """Describe a list of :func:`score` results, ignoring NaN.
+    """Describe a list of `score` results, ignoring NaN.
 
     Args:
-        scores: one dict per image, as returned by :func:`score`.
+        scores: one dict per image, as returned by `score`.
 
     Returns:
         ``{"images": n, "dice_pooled": ..., "iou_pooled": ..., "dice": {...}, ...}`` where each
-        metric of :data:`METRICS` maps to ``{"mean", "median", "std", "nan"}``: NaN-ignoring
+        metric of `METRICS` maps to ``{"mean", "median", "std", "nan"}``: NaN-ignoring
         mean, median and population standard deviation (NaN when every value is NaN) and the
         number of NaN values. ``dice_pooled = 2*sum(tp) / (2*sum(tp) + sum(fp) + sum(fn))``
         treats all images as one (1.0 if every mask is empty), ``iou_pooled`` likewise.

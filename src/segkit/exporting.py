@@ -30,7 +30,7 @@ def export(
     """Export a model spec (run folder, ``.keras`` file, or registry name) to ``out``.
 
     Args:
-        model: what to export; see :mod:`segkit.inference` for the forms.
+        model: what to export; see `segkit.inference` for the forms.
         out: the ``.onnx`` file, or the SavedModel folder, to write.
         format: ``"onnx"`` or ``"tf_saved_model"`` (needs the TensorFlow backend).
         weights: weights tag when ``model`` is a registry name.

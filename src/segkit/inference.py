@@ -2,9 +2,9 @@
 
 A *model spec* names what to run, in one of four forms:
 
-* a run folder written by :func:`segkit.train` (its ``best.keras`` and preprocessing),
+* a run folder written by `segkit.train` (its ``best.keras`` and preprocessing),
 * a ``.keras`` file,
-* an ``.onnx`` file exported by :func:`segkit.export` (runs on onnxruntime, no deep-learning
+* an ``.onnx`` file exported by `segkit.export` (runs on onnxruntime, no deep-learning
   backend needed),
 * a registry name with shipped weights: ``"unet"`` with ``weights="figshare"``, or
   ``"unet.figshare"``.
@@ -96,7 +96,7 @@ def to_mask(probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
 
 
 def load_model(spec: str | Path, weights: str | None = None) -> Segmenter:
-    """Load a model spec (see the module docstring) as a :class:`Segmenter`.
+    """Load a model spec (see the module docstring) as a `Segmenter`.
 
     Raises:
         FileNotFoundError: a path that does not exist, or a run folder without a checkpoint.
@@ -256,7 +256,7 @@ def predict(
     """Segment image files and write a mask PNG per image at the image's original size.
 
     Args:
-        model: a model spec (see the module docstring) or a loaded :class:`Segmenter`.
+        model: a model spec (see the module docstring) or a loaded `Segmenter`.
         inputs: image files and folders of images.
         out: output folder; gets ``<name>_mask.png`` (0/255) per input image.
         weights: weights tag when ``model`` is a registry name.

@@ -3,8 +3,8 @@
 Every loss works on channels-last tensors ``(batch, H, W, C)`` (or any number of spatial axes)
 with ``keras.ops`` only, so it runs unchanged on JAX, PyTorch and TensorFlow.
 
-The overlap losses share a small functional core, :func:`soft_dice_score`,
-:func:`soft_jaccard_score` and :func:`soft_tversky_score`, and three ways to read the inputs:
+The overlap losses share a small functional core, `soft_dice_score`,
+`soft_jaccard_score` and `soft_tversky_score`, and three ways to read the inputs:
 
 * ``mode="binary"``: one channel, a sigmoid output (or logits with ``from_logits=True``).
 * ``mode="multilabel"``: C independent sigmoid channels, ``y_true`` of the same shape.
@@ -287,7 +287,7 @@ class DiceLoss(_OverlapLoss):
 
 @keras.saving.register_keras_serializable(package="segkit")
 class JaccardLoss(_OverlapLoss):
-    """Soft Jaccard (IoU) loss ``1 - IoU``; arguments as :class:`DiceLoss`."""
+    """Soft Jaccard (IoU) loss ``1 - IoU``; arguments as `DiceLoss`."""
 
     def __init__(self, mode="binary", from_logits=False, smooth=1.0, name="jaccard_loss", **kwargs):
         super().__init__(mode=mode, from_logits=from_logits, smooth=smooth, name=name, **kwargs)
@@ -303,7 +303,7 @@ class TverskyLoss(_OverlapLoss):
     Args:
         alpha: weight of false positives.
         beta: weight of false negatives; ``beta > alpha`` favours recall on small lesions.
-        **kwargs: as :class:`DiceLoss` (mode, from_logits, smooth, eps, per_image, ...).
+        **kwargs: as `DiceLoss` (mode, from_logits, smooth, eps, per_image, ...).
     """
 
     def __init__(self, alpha=0.5, beta=0.5, smooth=1.0, name="tversky_loss", **kwargs):
@@ -331,7 +331,7 @@ class FocalTverskyLoss(TverskyLoss):
         alpha: weight of false positives.
         beta: weight of false negatives.
         gamma: exponent applied to each class's Tversky loss.
-        **kwargs: as :class:`DiceLoss`.
+        **kwargs: as `DiceLoss`.
     """
 
     def __init__(self, alpha=0.3, beta=0.7, gamma=0.75, name="focal_tversky_loss", **kwargs):
@@ -425,10 +425,10 @@ class BCEDiceLoss(keras.losses.Loss):
         dice_weight: weight of the Dice term.
         mode: ``"binary"``, ``"multiclass"`` or ``"multilabel"``.
         from_logits: ``y_pred`` holds logits.
-        smooth: Dice smoothing (see :class:`DiceLoss`).
+        smooth: Dice smoothing (see `DiceLoss`).
         eps: Dice denominator floor and probability clip.
         per_image: Dice per image (True) or pooled over the batch (False).
-        class_weights: Dice class weights (see :class:`DiceLoss`).
+        class_weights: Dice class weights (see `DiceLoss`).
         name: name of the loss.
         reduction: Keras reduction of the per-image losses.
         dtype: dtype of the computation.

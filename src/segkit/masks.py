@@ -104,7 +104,7 @@ def flatten(mask) -> np.ndarray:
 
 
 def unflatten(indices, shape) -> np.ndarray:
-    """Rebuild the mask whose foreground sits at row-major ``indices``: inverse of :func:`flatten`.
+    """Rebuild the mask whose foreground sits at row-major ``indices``: inverse of `flatten`.
 
     Args:
         indices: 1-D integer indices into the flattened image, each at most once, any order.
@@ -186,7 +186,7 @@ def _parse_rle(rle) -> np.ndarray:
 
 
 def rle_decode(rle, shape, order: str = "F") -> np.ndarray:
-    """Decode a run-length string into a mask: inverse of :func:`rle_encode`.
+    """Decode a run-length string into a mask: inverse of `rle_encode`.
 
     Args:
         rle: ``"start length ..."`` with 1-based starts (or a sequence of those integers);
@@ -282,7 +282,7 @@ def one_hot(labels, num_classes: int) -> np.ndarray:
 
 
 def from_one_hot(onehot, axis: int = -1) -> np.ndarray:
-    """Integer labels from a one-hot array: inverse of :func:`one_hot`.
+    """Integer labels from a one-hot array: inverse of `one_hot`.
 
     Args:
         onehot: binary array with exactly one 1 along ``axis`` at every position.

@@ -34,7 +34,7 @@ EMPTY_POLICIES = ("one", "skip")
 
 
 class _OverlapMetric(keras.metrics.Metric):
-    """Accumulates per-image scores and pooled counts; subclasses define :meth:`ratio`."""
+    """Accumulates per-image scores and pooled counts; subclasses define `ratio`."""
 
     def __init__(
         self,
@@ -141,7 +141,7 @@ class Dice(_OverlapMetric):
 
 @keras.saving.register_keras_serializable(package="segkit")
 class IoU(_OverlapMetric):
-    """Intersection over union ``TP / (TP + FP + FN)``; arguments as :class:`Dice`."""
+    """Intersection over union ``TP / (TP + FP + FN)``; arguments as `Dice`."""
 
     def __init__(self, threshold=0.5, per_image=True, empty="one", name="iou", dtype=None):
         super().__init__(threshold, per_image, empty, name=name, dtype=dtype)
@@ -154,7 +154,7 @@ class IoU(_OverlapMetric):
 class Precision(_OverlapMetric):
     """Precision ``TP / (TP + FP)``: the share of predicted pixels that are right.
 
-    Arguments as :class:`Dice`; an image with an empty prediction but a non-empty truth
+    Arguments as `Dice`; an image with an empty prediction but a non-empty truth
     scores 0.
     """
 
@@ -169,7 +169,7 @@ class Precision(_OverlapMetric):
 class Recall(_OverlapMetric):
     """Recall (sensitivity) ``TP / (TP + FN)``: the share of true pixels found.
 
-    Arguments as :class:`Dice`; an image with an empty truth but a non-empty prediction
+    Arguments as `Dice`; an image with an empty truth but a non-empty prediction
     scores 0.
     """
 

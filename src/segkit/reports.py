@@ -50,9 +50,9 @@ def evaluate(
     """Score a model (or a folder of predicted masks) on a data folder.
 
     Args:
-        model: a model spec (see :mod:`segkit.inference`) or a :class:`Segmenter`; None when
+        model: a model spec (see `segkit.inference`) or a `Segmenter`; None when
             ``predictions`` is given.
-        data_dir: data folder with true masks, any layout :func:`segkit.data.find_samples` reads.
+        data_dir: data folder with true masks, any layout `segkit.data.find_samples` reads.
         out: where to write the JSON report (atomically); None writes nothing.
         weights: weights tag when ``model`` is a registry name.
         predictions: folder of mask files made elsewhere, one per image, named like the data's
@@ -172,7 +172,7 @@ def _clean(value: float) -> float | None:
 
 
 def _summary(scores: list[dict]) -> dict:
-    """The report's flat summary keys from :func:`segkit.evaluation.summarize`."""
+    """The report's flat summary keys from `segkit.evaluation.summarize`."""
     summary = evaluation.summarize(scores)
     return {
         "n_images": summary["images"],

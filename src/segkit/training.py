@@ -3,7 +3,7 @@
 A run folder holds everything about one run:
 
 ============== ==========================================================================
-``config.json`` every setting of the run (the arguments of :func:`train`) and versions
+``config.json`` every setting of the run (the arguments of `train`) and versions
 ``split.json``  the split manifest: which samples were train, validation and test
 ``last.keras``  model, optimizer state and run state after the latest finished epoch
 ``best.keras``  the model at the best validation Dice so far
@@ -13,7 +13,7 @@ A run folder holds everything about one run:
 
 ``last.keras`` is the single commit point: it is replaced in one step at the end of each
 epoch and carries the epoch count, early-stopping state and history inside it, so
-:func:`resume` continues exactly where the last finished epoch left off. The other files are
+`resume` continues exactly where the last finished epoch left off. The other files are
 rewritten from it.
 """
 
@@ -35,7 +35,7 @@ import segkit
 from segkit import data, losses, metrics
 from segkit._io import atomic_path, check_writable, write_json
 
-#: Loss names accepted by :func:`train`, and the loss each builds.
+#: Loss names accepted by `train`, and the loss each builds.
 LOSSES = {
     "dice": losses.DiceLoss,
     "bce_dice": losses.BCEDiceLoss,
@@ -51,7 +51,7 @@ MONITOR = "val_dice"
 
 @dataclass
 class TrainConfig:
-    """Every setting of a run; saved as ``config.json`` and read back by :func:`resume`."""
+    """Every setting of a run; saved as ``config.json`` and read back by `resume`."""
 
     model: str
     data: str
@@ -118,11 +118,11 @@ def train(
 
     Args:
         model: a registered model name (see ``segkit.models.list()``).
-        data_dir: a data folder in any layout :func:`segkit.data.find_samples` reads.
-        out: the run folder; must not hold another run (use :func:`resume` for that).
+        data_dir: a data folder in any layout `segkit.data.find_samples` reads.
+        out: the run folder; must not hold another run (use `resume` for that).
         quiet: no progress bars.
         callbacks: extra Keras callbacks (not saved with the run).
-        **settings: any field of :class:`TrainConfig`: ``loss``, ``epochs``, ``batch_size``,
+        **settings: any field of `TrainConfig`: ``loss``, ``epochs``, ``batch_size``,
             ``learning_rate``, ``image_size``, ``split`` (``"auto"``, ``"blocks"``, ``"group"``,
             ``"random"``), ``manifest`` (a split file to reuse), ``augment``, ``patience``,
             ``crop`` (train on random square crops of this side, centred on the tumour 80% of
@@ -269,7 +269,7 @@ class RunRecorder(keras.callbacks.Callback):
     """Writes checkpoints, log and curves at the end of each epoch, and stops early.
 
     Early stopping watches the validation Dice: training stops after ``patience`` epochs
-    without a better one, and :func:`train` returns the best epoch's weights.
+    without a better one, and `train` returns the best epoch's weights.
     """
 
     def __init__(self, run_dir: Path, state: RunState, patience: int, seed: int):
@@ -331,6 +331,7 @@ def plot_curves(history: list[dict], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     epochs = np.array([row["epoch"] for row in history])
     figure, axes = plt.subplots(1, 2, figsize=(9, 3.5), constrained_layout=True)
@@ -340,6 +341,7 @@ def plot_curves(history: list[dict], path: Path) -> None:
             if key in history[0]:
                 axis.plot(epochs, [row[key] for row in history], style, marker="o", label=key)
         axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_title(metric)
         axis.grid(alpha=0.3)
         axis.legend()

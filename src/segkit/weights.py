@@ -1,6 +1,6 @@
 """Trained weights that ship inside the package, verified by checksum before loading.
 
-Each entry of :data:`PRETRAINED` names a weights file in ``segkit/weights/``, its SHA-256, and
+Each entry of `PRETRAINED` names a weights file in ``segkit/weights/``, its SHA-256, and
 the builder config it was trained with. Weights are stored as float16 ``.npz`` arrays (half the
 size; outputs stay within the tolerance stated on each model card) in the order of
 ``model.weights``, so they load on every backend and in either data format.
@@ -65,7 +65,7 @@ def save_weights(model, path: str | Path) -> str:
 
 
 def load_weights(model, path: str | Path, expected_sha256: str | None = None) -> None:
-    """Load weights written by :func:`save_weights` into ``model``, checking the checksum."""
+    """Load weights written by `save_weights` into ``model``, checking the checksum."""
     path = Path(path)
     if expected_sha256 is not None:
         actual = sha256(path)

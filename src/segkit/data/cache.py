@@ -54,7 +54,7 @@ class SampleCache:
         """The decoded sample, read from the cache or decoded and stored on a miss.
 
         Returns:
-            ``(image, mask)`` as :func:`segkit.data.preprocess.decode` returns them, as read-only
+            ``(image, mask)`` as `segkit.data.preprocess.decode` returns them, as read-only
             memory-maps on a hit.
 
         Raises:

@@ -16,7 +16,7 @@ from segkit.data.samples import DataError, Problem, Sample, scan
 
 @dataclass
 class InspectionReport:
-    """What :func:`inspect` found in a data folder.
+    """What `inspect` found in a data folder.
 
     Attributes:
         root: the folder inspected.
@@ -88,12 +88,12 @@ def inspect(
 ) -> InspectionReport:
     """Read every pair under ``root`` and report what is there and what is wrong.
 
-    Unlike :func:`segkit.data.find_samples`, problems do not stop the inspection: they are all
+    Unlike `segkit.data.find_samples`, problems do not stop the inspection: they are all
     collected in the report.
 
     Args:
         root: the data folder.
-        layout: ``"auto"`` (detect) or one of :data:`segkit.data.LAYOUTS`.
+        layout: ``"auto"`` (detect) or one of `segkit.data.LAYOUTS`.
         workers: decoding threads; default: the number of CPUs, at most 8.
 
     Raises:

@@ -15,7 +15,7 @@ from segkit.data.samples import Sample
 
 
 def as_cache(cache: str | Path | SampleCache | None) -> SampleCache | None:
-    """A :class:`SampleCache` from a directory, an existing cache, or ``None`` (no cache)."""
+    """A `SampleCache` from a directory, an existing cache, or ``None`` (no cache)."""
     if cache is None or isinstance(cache, SampleCache):
         return cache
     return SampleCache(cache)
@@ -39,10 +39,10 @@ def load_arrays(
     """Load all ``samples`` into memory, for data sets small enough to hold at once.
 
     Args:
-        samples: the samples, e.g. from :func:`segkit.data.find_samples`.
+        samples: the samples, e.g. from `segkit.data.find_samples`.
         prep: preprocessing; the notebook's defaults (256x256 greyscale, divided by 255) when
             omitted.
-        cache: a cache directory (or :class:`SampleCache`) to read from and fill; ``None`` decodes
+        cache: a cache directory (or `SampleCache`) to read from and fill; ``None`` decodes
             every file.
         workers: decoding threads (Pillow, tifffile and h5py release the GIL while decoding);
             default: the number of CPUs, at most 8.

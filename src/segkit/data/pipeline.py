@@ -32,7 +32,7 @@ class SegmentationDataset(keras.utils.PyDataset):
             slice (centred on the tumour 80% of the time), or ``None`` for whole slices.
         seed: seeds shuffling and augmentation: the same seed, epoch and batch index always give
             the same batch, with any number of workers.
-        cache: cache directory (or :class:`SampleCache`); ``None`` decodes every time.
+        cache: cache directory (or `SampleCache`); ``None`` decodes every time.
         workers: threads or processes decoding batches in parallel (Keras' ``PyDataset``).
         use_multiprocessing: use processes instead of threads for ``workers``.
         max_queue_size: batches prepared ahead of the model.

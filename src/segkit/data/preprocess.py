@@ -3,9 +3,9 @@
 By default this does what the original notebook did: greyscale, 256x256, divided by 255, float32.
 Reading happens in two steps so that the slow one can be cached:
 
-1. :func:`decode` reads image and mask at their original size, checks them, resizes them and
+1. `decode` reads image and mask at their original size, checks them, resizes them and
    returns ``uint8`` arrays (image ``(H, W, C)`` 0..255, mask ``(H, W, 1)`` in {0, 1}).
-2. :func:`normalize` turns the ``uint8`` image into the ``float32`` the model sees.
+2. `normalize` turns the ``uint8`` image into the ``float32`` the model sees.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class Preprocessing:
         size: output ``(height, width)``.
         channels: ``1`` (greyscale; FLAIR for LGG), ``3`` (RGB; all three LGG sequences; a
             greyscale image repeated), or a tuple picking channels of a multi-channel image by
-            index or, for LGG, by name from :data:`LGG_CHANNELS`, e.g. ``("flair",
+            index or, for LGG, by name from `LGG_CHANNELS`, e.g. ``("flair",
             "post-contrast")``.
         normalize: ``"divide255"`` (values in [0, 1], as the notebook did) or ``"zscore"``
             (per image and channel: zero mean, unit standard deviation).
@@ -142,7 +142,7 @@ def read_pair(sample: Sample, channels: int | tuple = 1) -> tuple[np.ndarray, np
         ``(image, mask)``: image ``uint8 (H, W, C)``, mask ``uint8 (H, W)`` in {0, 1}.
 
     Raises:
-        DataError: as :func:`decode`.
+        DataError: as `decode`.
     """
     if sample.layout == "figshare-mat":
         image, mask = _read_mat(sample.image)

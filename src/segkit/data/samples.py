@@ -8,7 +8,7 @@
   ``<patient>_<k>.tif`` slices beside ``<patient>_<k>_mask.tif``.
 
 Finding samples only lists files (and, for ``.mat`` files, reads the small label and patient
-fields); pixels are read later, by :mod:`segkit.data.preprocess`.
+fields); pixels are read later, by `segkit.data.preprocess`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Literal
 
 import natsort
 
-#: Layout names accepted by :func:`find_samples` (besides ``"auto"``).
+#: Layout names accepted by `find_samples` (besides ``"auto"``).
 LAYOUTS = ("folders", "figshare-mat", "lgg")
 
 #: File suffixes read as images in the ``"folders"`` layout.
@@ -45,7 +45,7 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class Problem:
-    """One thing wrong with a data folder, as found by :func:`find_samples` or inspection.
+    """One thing wrong with a data folder, as found by `find_samples` or inspection.
 
     Attributes:
         file: the file (or folder) at fault.
@@ -72,7 +72,7 @@ class Sample:
             stem, e.g. ``"1220"`` or ``"TCGA_CS_4943_20000902_12"``); split manifests store it.
         image: path of the image file.
         mask: path of the mask file (the same ``.mat`` file as ``image`` for Figshare originals).
-        layout: the layout the sample was found in, one of :data:`LAYOUTS`.
+        layout: the layout the sample was found in, one of `LAYOUTS`.
         label: class label when known (Figshare: 1 meningioma, 2 glioma, 3 pituitary).
         label_name: the label's name when known.
         patient: patient identifier when known (LGG folder name, Figshare ``.mat`` PID).
@@ -103,7 +103,7 @@ def find_samples(
 
     Args:
         root: the data folder.
-        layout: ``"auto"`` (detect), or one of :data:`LAYOUTS`.
+        layout: ``"auto"`` (detect), or one of `LAYOUTS`.
         images_dir: ``"folders"`` layout: name of the image folder.
         masks_dir: ``"folders"`` layout: name of the mask folder.
         mask_suffix: ``"folders"`` layout: what a mask's stem adds to its image's stem.
@@ -139,7 +139,7 @@ def scan(
     masks_dir: str = "masks",
     mask_suffix: str = "_mask",
 ) -> tuple[list[Sample], list[Problem]]:
-    """Like :func:`find_samples`, but return the problems instead of raising on them.
+    """Like `find_samples`, but return the problems instead of raising on them.
 
     Returns:
         ``(samples, problems)``: the complete pairs, and every missing, extra or duplicate file.

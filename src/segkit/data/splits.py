@@ -81,7 +81,7 @@ class Split:
 
     @classmethod
     def load(cls, path: str | Path) -> Split:
-        """Read a manifest written by :meth:`save`.
+        """Read a manifest written by `save`.
 
         Raises:
             DataError: the file is not a split manifest.
@@ -117,13 +117,13 @@ def split_samples(
             every sample has a patient, else ``"blocks"``.
         fractions: ``(train, val, test)`` shares of the samples; they must sum to 1.
         seed: random seed; the same seed and samples give the same split.
-        group_by: ``"group"``: a :class:`Sample` attribute name or a function of the sample.
+        group_by: ``"group"``: a `Sample` attribute name or a function of the sample.
         block_size: ``"blocks"``: slices per block.
         stratify: split each label separately, so every part has the label mix of the whole
             (ignored where no sample has a label).
 
     Returns:
-        The split; save it with :meth:`Split.save`.
+        The split; save it with `Split.save`.
     """
     if method == "auto":
         method = "group" if samples and all(s.patient for s in samples) else "blocks"

@@ -27,7 +27,7 @@ def get(name: str, *, weights: str | None = None, **config) -> keras.Model:
     Args:
         name: a registered name, optionally with a weights tag: ``"unet"`` or ``"unet.figshare"``.
         weights: tag of shipped trained weights to load (e.g. ``"figshare"``); see
-            :func:`segkit.weights.available`. Same as the name's tag.
+            `segkit.weights.available`. Same as the name's tag.
         **config: the builder's arguments (``input_shape``, ``num_classes``, ...).
 
     Raises:

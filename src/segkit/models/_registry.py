@@ -1,6 +1,6 @@
 """The registry of architectures: plain builder functions, found by name.
 
-Builders register in-process with :func:`register`; third-party packages add theirs through the
+Builders register in-process with `register`; third-party packages add theirs through the
 ``segkit.models`` entry-point group, loaded the first time the registry is asked anything.
 """
 

@@ -85,7 +85,7 @@ def resunet(
         depth: number of stride-2 encoder blocks (and decoder steps).
         dropout: dropout rate after each decoder concatenation (the notebook uses none).
         batch_norm: batch normalisation in every unit and shortcut (the notebook's default).
-        data_format: layout to compute in; default from :func:`segkit.backend.default_data_format`.
+        data_format: layout to compute in; default from `segkit.backend.default_data_format`.
 
     Returns:
         A ``keras.Model`` mapping ``(batch, H, W, C)`` images to ``(batch, H, W, num_classes)``

@@ -53,7 +53,7 @@ def unet(
         depth: number of down (and up) blocks.
         dropout: dropout rate after each pooling and each skip concatenation (0 disables).
         batch_norm: add batch normalisation after each convolution (the notebook has none).
-        data_format: layout to compute in; default from :func:`segkit.backend.default_data_format`.
+        data_format: layout to compute in; default from `segkit.backend.default_data_format`.
 
     Returns:
         A ``keras.Model`` mapping ``(batch, H, W, C)`` images to ``(batch, H, W, num_classes)``
