@@ -79,7 +79,7 @@ def attention_unet(
         depth: number of poolings (and of gated decoder steps).
         dropout: dropout rate after each decoder concatenation (0 disables).
         batch_norm: batch normalisation after each 3x3 convolution.
-        data_format: layout to compute in; default from :func:`segkit.backend.default_data_format`.
+        data_format: layout to compute in; default from `segkit.backend.default_data_format`.
 
     Returns:
         A ``keras.Model`` mapping ``(batch, H, W, C)`` images to ``(batch, H, W, num_classes)``

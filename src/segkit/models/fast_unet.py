@@ -97,7 +97,7 @@ def fast_unet(
         depth: number of x2 downsamplings, the stem's included (and of decoder upsamplings).
         dropout: dropout rate after each decoder concatenation (0 disables).
         batch_norm: batch normalisation after every convolution but the head.
-        data_format: layout to compute in; default from :func:`segkit.backend.default_data_format`.
+        data_format: layout to compute in; default from `segkit.backend.default_data_format`.
 
     Returns:
         A ``keras.Model`` mapping ``(batch, H, W, C)`` images to ``(batch, H, W, num_classes)``

@@ -60,7 +60,7 @@ def count_flops(model: keras.Model) -> int:
     be fixed (no ``None`` height or width).
 
     Args:
-        model: a functional ``keras.Model``, e.g. from :func:`segkit.models.get`.
+        model: a functional ``keras.Model``, e.g. from `segkit.models.get`.
 
     Returns:
         The FLOP count as an integer; divide by ``1e9`` for GFLOPs.

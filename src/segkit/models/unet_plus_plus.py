@@ -61,7 +61,7 @@ def unet_plus_plus(
         batch_norm: batch normalisation after each 3x3 convolution.
         deep_supervision: average the probabilities of heads on all top nodes instead of
             reading only the last one.
-        data_format: layout to compute in; default from :func:`segkit.backend.default_data_format`.
+        data_format: layout to compute in; default from `segkit.backend.default_data_format`.
 
     Returns:
         A ``keras.Model`` mapping ``(batch, H, W, C)`` images to ``(batch, H, W, num_classes)``
