@@ -90,6 +90,70 @@ def _shape(model, layer_name: str) -> str:
     return f"{height}x{width}, {channels}"
 
 
+def _u_shape(
+    diagram,
+    model,
+    depth,
+    encoder,
+    bottom,
+    decoder,
+    bottom_text,
+    encoder_text,
+    decoder_text,
+    head_text="1x1 head\n256x256, 1",
+):
+    """The plain U: ``depth`` encoder levels down, a bottom, ``depth`` decoder levels up."""
+    diagram.node("input", -1, 0, "input\n256x256, 1", "io")
+    previous = "input"
+    for level in range(depth):
+        text = f"{encoder_text(level)}\n{_shape(model, encoder(level))}"
+        diagram.node(f"d{level}", level, level, text)
+        diagram.edge(previous, f"d{level}")
+        previous = f"d{level}"
+    diagram.node("bottom", depth, depth, f"{bottom_text}\n{_shape(model, bottom)}")
+    diagram.edge(previous, "bottom")
+    previous = "bottom"
+    for level in reversed(range(depth)):
+        text = f"{decoder_text}\n{_shape(model, decoder(level))}"
+        diagram.node(f"u{level}", 2 * depth - level, level, text, "decoder")
+        diagram.edge(previous, f"u{level}")
+        diagram.edge(f"d{level}", f"u{level}", "skip")
+        previous = f"u{level}"
+    diagram.node("output", 2 * depth + 1, 0, head_text, "io")
+    diagram.edge(previous, "output")
+    return diagram
+
+
+def unet() -> Diagram:
+    model = segkit.models.get("unet", data_format="channels_last")
+    return _u_shape(
+        Diagram("unet: the notebook's U-Net (max-pool down, transposed conv up)"),
+        model,
+        4,
+        encoder=lambda level: f"down{level + 1}_relu2",
+        bottom="bottleneck_relu2",
+        decoder=lambda level: f"up{level + 1}_relu2",
+        bottom_text="2x conv3x3",
+        encoder_text=lambda level: "2x conv3x3, pool",
+        decoder_text="upconv, cat, 2 conv",
+    )
+
+
+def resunet() -> Diagram:
+    model = segkit.models.get("resunet", data_format="channels_last")
+    return _u_shape(
+        Diagram("resunet: pre-activation residual blocks, strided downsampling"),
+        model,
+        4,
+        encoder=lambda level: "stem_add" if level == 0 else f"down{level}_add",
+        bottom="bridge2_conv",
+        decoder=lambda level: f"up{level + 1}_add",
+        bottom_text="res /2, bridge",
+        encoder_text=lambda level: "stem" if level == 0 else "res block /2",
+        decoder_text="up, concat, res",
+    )
+
+
 def fast_unet() -> Diagram:
     model = segkit.models.get("fast_unet", data_format="channels_last")
     depth = 5
@@ -169,7 +233,7 @@ def unet_plus_plus() -> Diagram:
 
 def main() -> None:
     OUTPUT.mkdir(parents=True, exist_ok=True)
-    for draw in (fast_unet, attention_unet, unet_plus_plus):
+    for draw in (unet, resunet, fast_unet, attention_unet, unet_plus_plus):
         path = OUTPUT / f"{draw.__name__}.png"
         draw().draw(path)
         print(f"{path}: {path.stat().st_size // 1024} KB")
