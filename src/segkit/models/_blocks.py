@@ -56,16 +56,32 @@ def model_input(input_shape, data_format: str, name: str = "image"):
     return inputs, inputs
 
 
-def segmentation_head(x, num_classes: int, data_format: str):
+def segmentation_head(
+    x, num_classes: int, data_format: str, *, name: str = "head", upsample: int = 1
+):
     """1x1 convolution to class scores: sigmoid for one class, softmax over classes otherwise.
+
+    Args:
+        x: the features.
+        num_classes: output channels.
+        data_format: the layout ``x`` is in; the result is always channels-last.
+        name: the 1x1 convolution's name; other layers' names derive from it (the main head
+            keeps the plain names ``to_channels_last`` and ``probabilities``).
+        upsample: bilinear upsampling factor applied to the scores before the activation, so
+            probabilities are interpolated logits with smooth edges.
 
     The final activation runs in float32 so mixed-precision models still output exact
     probabilities.
     """
     if num_classes < 1:
         raise ValueError(f"num_classes must be at least 1, got {num_classes}")
-    x = layers.Conv2D(num_classes, 1, data_format=data_format, name="head")(x)
+    prefix = "" if name == "head" else f"{name}_"
+    x = layers.Conv2D(num_classes, 1, data_format=data_format, name=name)(x)
+    if upsample > 1:
+        x = layers.UpSampling2D(
+            upsample, interpolation="bilinear", data_format=data_format, name=f"{name}_upsample"
+        )(x)
     if data_format == "channels_first":
-        x = layers.Permute((2, 3, 1), name="to_channels_last")(x)
+        x = layers.Permute((2, 3, 1), name=f"{prefix}to_channels_last")(x)
     activation = "sigmoid" if num_classes == 1 else "softmax"
-    return layers.Activation(activation, dtype="float32", name="probabilities")(x)
+    return layers.Activation(activation, dtype="float32", name=f"{prefix}probabilities")(x)

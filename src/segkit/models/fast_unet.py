@@ -17,6 +17,7 @@ from segkit.models._blocks import (
     check_input_shape,
     model_input,
     resolve_data_format,
+    segmentation_head,
 )
 from segkit.models._registry import register
 
@@ -104,8 +105,6 @@ def fast_unet(
         probabilities.
     """
     check_input_shape(input_shape, depth)
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be at least 1, got {num_classes}")
     data_format = resolve_data_format(data_format)
     build = _Builder(data_format, batch_norm)
     filters = [base_filters * 2**level for level in range(depth)]
@@ -128,10 +127,5 @@ def fast_unet(
 
     # Class scores at half resolution, upsampled before the activation so the probabilities
     # are interpolated logits (smooth edges), not interpolated probabilities.
-    x = layers.Conv2D(num_classes, 1, data_format=data_format, name="head")(x)
-    x = build.upsample(x, "head_upsample")
-    if data_format == "channels_first":
-        x = layers.Permute((2, 3, 1), name="to_channels_last")(x)
-    activation = "sigmoid" if num_classes == 1 else "softmax"
-    outputs = layers.Activation(activation, dtype="float32", name="probabilities")(x)
+    outputs = segmentation_head(x, num_classes, data_format, upsample=2)
     return keras.Model(inputs, outputs, name="fast_unet")

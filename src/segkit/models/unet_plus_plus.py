@@ -22,15 +22,6 @@ from segkit.models._registry import register
 from segkit.models.unet import _conv_block
 
 
-def _probabilities(x, num_classes: int, data_format: str, name: str):
-    """A 1x1 head's class probabilities, channels-last (one of the deep-supervision heads)."""
-    x = layers.Conv2D(num_classes, 1, data_format=data_format, name=name)(x)
-    if data_format == "channels_first":
-        x = layers.Permute((2, 3, 1), name=f"{name}_to_channels_last")(x)
-    activation = "sigmoid" if num_classes == 1 else "softmax"
-    return layers.Activation(activation, dtype="float32", name=f"{name}_probabilities")(x)
-
-
 @register("unet_plus_plus")
 def unet_plus_plus(
     input_shape=(256, 256, 1),
@@ -99,7 +90,7 @@ def unet_plus_plus(
         outputs = segmentation_head(nodes[0][depth], num_classes, data_format)
     else:
         heads = [
-            _probabilities(nodes[0][column], num_classes, data_format, name=f"head_{column}")
+            segmentation_head(nodes[0][column], num_classes, data_format, name=f"head_{column}")
             for column in range(1, depth + 1)
         ]
         outputs = layers.Average(dtype="float32", name="probabilities")(heads)
