@@ -48,6 +48,24 @@ def channel_axis(data_format: str) -> int:
     return 1 if data_format == "channels_first" else -1
 
 
+def double_conv(x, filters: int, data_format: str, batch_norm: bool, name: str):
+    """Two 3x3 same-padded convolutions, each followed by (optional BN and) ReLU."""
+    for i in (1, 2):
+        x = layers.Conv2D(
+            filters,
+            3,
+            padding="same",
+            kernel_initializer="he_normal",
+            use_bias=not batch_norm,
+            data_format=data_format,
+            name=f"{name}_conv{i}",
+        )(x)
+        if batch_norm:
+            x = layers.BatchNormalization(axis=channel_axis(data_format), name=f"{name}_bn{i}")(x)
+        x = layers.Activation("relu", name=f"{name}_relu{i}")(x)
+    return x
+
+
 def model_input(input_shape, data_format: str, name: str = "image"):
     """The channels-last input and the tensor to compute on in ``data_format``."""
     inputs = keras.Input(shape=tuple(input_shape), name=name)

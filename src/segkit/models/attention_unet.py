@@ -12,12 +12,12 @@ from keras import layers
 from segkit.models._blocks import (
     channel_axis,
     check_input_shape,
+    double_conv,
     model_input,
     resolve_data_format,
     segmentation_head,
 )
 from segkit.models._registry import register
-from segkit.models.unet import _conv_block
 
 
 def attention_gate(skip, gating, inter_filters: int, data_format: str, name: str):
@@ -93,11 +93,11 @@ def attention_unet(
 
     skips = []
     for level in range(depth):
-        x = _conv_block(x, filters[level], data_format, batch_norm, name=f"down{level + 1}")
+        x = double_conv(x, filters[level], data_format, batch_norm, name=f"down{level + 1}")
         skips.append(x)
         x = layers.MaxPooling2D(2, data_format=data_format, name=f"down{level + 1}_pool")(x)
 
-    x = _conv_block(x, filters[depth], data_format, batch_norm, name="bottleneck")
+    x = double_conv(x, filters[depth], data_format, batch_norm, name="bottleneck")
 
     for level in reversed(range(depth)):
         name = f"up{level + 1}"
@@ -110,7 +110,7 @@ def attention_unet(
         x = layers.Concatenate(axis=axis, name=f"{name}_concat")([x, gated_skip])
         if dropout:
             x = layers.Dropout(dropout, name=f"{name}_dropout")(x)
-        x = _conv_block(x, filters[level], data_format, batch_norm, name=name)
+        x = double_conv(x, filters[level], data_format, batch_norm, name=name)
 
     outputs = segmentation_head(x, num_classes, data_format)
     return keras.Model(inputs, outputs, name="attention_unet")

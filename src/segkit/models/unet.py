@@ -8,29 +8,12 @@ from keras import layers
 from segkit.models._blocks import (
     channel_axis,
     check_input_shape,
+    double_conv,
     model_input,
     resolve_data_format,
     segmentation_head,
 )
 from segkit.models._registry import register
-
-
-def _conv_block(x, filters: int, data_format: str, batch_norm: bool, name: str):
-    """Two 3x3 same-padded convolutions, each followed by (optional BN and) ReLU."""
-    for i in (1, 2):
-        x = layers.Conv2D(
-            filters,
-            3,
-            padding="same",
-            kernel_initializer="he_normal",
-            use_bias=not batch_norm,
-            data_format=data_format,
-            name=f"{name}_conv{i}",
-        )(x)
-        if batch_norm:
-            x = layers.BatchNormalization(axis=channel_axis(data_format), name=f"{name}_bn{i}")(x)
-        x = layers.Activation("relu", name=f"{name}_relu{i}")(x)
-    return x
 
 
 @register("unet")
@@ -67,13 +50,13 @@ def unet(
     skips = []
     for level in range(depth):
         filters = base_filters * 2**level
-        x = _conv_block(x, filters, data_format, batch_norm, name=f"down{level + 1}")
+        x = double_conv(x, filters, data_format, batch_norm, name=f"down{level + 1}")
         skips.append(x)
         x = layers.MaxPooling2D(2, data_format=data_format, name=f"down{level + 1}_pool")(x)
         if dropout:
             x = layers.Dropout(dropout, name=f"down{level + 1}_dropout")(x)
 
-    x = _conv_block(x, base_filters * 2 ** (depth - 1), data_format, batch_norm, name="bottleneck")
+    x = double_conv(x, base_filters * 2 ** (depth - 1), data_format, batch_norm, name="bottleneck")
 
     for level in reversed(range(depth)):
         filters = base_filters * 2**level
@@ -84,7 +67,7 @@ def unet(
         x = layers.Concatenate(axis=axis, name=f"{name}_concat")([x, skips[level]])
         if dropout:
             x = layers.Dropout(dropout, name=f"{name}_dropout")(x)
-        x = _conv_block(x, filters, data_format, batch_norm, name=name)
+        x = double_conv(x, filters, data_format, batch_norm, name=name)
 
     outputs = segmentation_head(x, num_classes, data_format)
     return keras.Model(inputs, outputs, name="unet")

@@ -14,12 +14,12 @@ from keras import layers
 from segkit.models._blocks import (
     channel_axis,
     check_input_shape,
+    double_conv,
     model_input,
     resolve_data_format,
     segmentation_head,
 )
 from segkit.models._registry import register
-from segkit.models.unet import _conv_block
 
 
 @register("unet_plus_plus")
@@ -71,7 +71,7 @@ def unet_plus_plus(
     for level in range(depth + 1):
         if level:
             x = layers.MaxPooling2D(2, data_format=data_format, name=f"x{level}0_pool")(x)
-        x = _conv_block(x, filters[level], data_format, batch_norm, name=f"x{level}0")
+        x = double_conv(x, filters[level], data_format, batch_norm, name=f"x{level}0")
         nodes[level].append(x)
 
     # Column by column, each node needs the node below it from the previous column.
@@ -84,7 +84,7 @@ def unet_plus_plus(
             x = layers.Concatenate(axis=axis, name=f"{name}_concat")([*nodes[level], below])
             if dropout:
                 x = layers.Dropout(dropout, name=f"{name}_dropout")(x)
-            nodes[level].append(_conv_block(x, filters[level], data_format, batch_norm, name))
+            nodes[level].append(double_conv(x, filters[level], data_format, batch_norm, name))
 
     if not deep_supervision:
         outputs = segmentation_head(nodes[0][depth], num_classes, data_format)
