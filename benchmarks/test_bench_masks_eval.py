@@ -132,6 +132,7 @@ def test_hd95_monai(benchmark, mask_pairs):
             for p, t in pairs
         ]
 
+    benchmark.extra_info["baseline"] = True
     result = _run(benchmark, monai_hd95, mask_pairs)
     ours = [evaluation.hd95(p, t) for p, t in mask_pairs[:20]]
     np.testing.assert_allclose(ours, result[:20], rtol=1e-5, atol=1e-5)
