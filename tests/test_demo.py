@@ -20,7 +20,7 @@ def test_bundled_sample_is_complete():
 
 @pytest.mark.backend
 def test_demo_writes_overlays_and_a_report(tmp_path):
-    if weights.available("unet"):
+    if weights.available():
         report = run_demo(tmp_path)
     else:
         with pytest.warns(UserWarning, match="RANDOM weights"):

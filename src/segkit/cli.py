@@ -197,7 +197,7 @@ def export(model, weights, fmt, out):
 
 @cli.command()
 @click.option("--out", default="segkit-demo", show_default=True, type=click.Path())
-@click.option("--model", default="unet", show_default=True)
+@click.option("--model", default=None, help="Registered model (default: one with shipped weights).")
 def demo(out, model):
     """Segment the bundled MRI sample slices and report Dice."""
     from segkit.demo import run_demo

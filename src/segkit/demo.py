@@ -16,17 +16,25 @@ def sample_dir() -> Path:
     return Path(str(files("segkit") / "sample"))
 
 
-def run_demo(out: str | Path = "segkit-demo", model: str = "unet") -> dict:
-    """Segment the bundled sample with ``model``'s shipped weights.
+def run_demo(out: str | Path = "segkit-demo", model: str | None = None) -> dict:
+    """Segment the bundled sample with a model's shipped weights.
 
     Writes ``<out>/<n>_overlay.png`` (predicted outline red, true outline green),
-    ``<out>/<n>_mask.png`` and ``<out>/report.json``. Without shipped weights for ``model`` it
-    uses random weights and warns: the masks are then meaningless, but every step runs.
+    ``<out>/<n>_mask.png`` and ``<out>/report.json``.
+
+    Args:
+        out: output folder.
+        model: a registered model name; by default the first model with shipped weights,
+            preferring the notebook's ``unet``. A model without shipped weights runs with random
+            weights and a warning: the masks are then meaningless, but every step runs.
 
     Returns:
         The evaluation report.
     """
     out = Path(out)
+    if model is None:
+        every = shipped.available()
+        model = "unet" if shipped.available("unet") or not every else every[0].split(".")[0]
     tags = shipped.available(model)
     if tags:
         segmenter = load_model(tags[0])
