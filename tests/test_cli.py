@@ -51,15 +51,32 @@ def test_info_names_the_backend(run, backend):
         (("predict", "--model", "missing.keras", "x.png", "--out", "o"), "missing.keras"),
         (("train", "--model", "unet", "--data", "/no/such", "--out", "r"), "/no/such"),
         (("train", "--resume", "/no/run"), "holds no run"),
+        (
+            (
+                "train",
+                "--model",
+                "unet",
+                "--data",
+                sample_dir(),
+                "--out",
+                "run",
+                "--image-size",
+                30,
+            ),
+            "height 30 must be a positive multiple of 16",
+        ),
+        (("evaluate", "--model", "corrupt.keras", "--data", sample_dir()), "corrupt.keras"),
     ],
 )
 def test_user_errors_are_one_line_and_exit_2(run, tmp_path, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "corrupt.keras").write_bytes(b"not a model")
     result = run(*args)
     assert result.exit_code == 2
     assert message in result.output
     assert "Traceback" not in result.output
     assert result.output.strip().count("\n") == 0
+    assert not (tmp_path / "run").exists()  # nothing half-written
 
 
 def test_debug_shows_the_traceback(tmp_path):

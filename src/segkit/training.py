@@ -152,11 +152,11 @@ def train(
         split = data.split_samples(
             samples, config.split, fractions=tuple(config.fractions), seed=config.seed
         )
+    keras.utils.set_random_seed(config.seed)
+    network = _build(config)  # a config the builder rejects fails before the run folder exists
     check_writable(run_dir)
     split.save(run_dir / "split.json")
     write_json(run_dir / "config.json", _config_record(config))
-    keras.utils.set_random_seed(config.seed)
-    network = _build(config)
     return _fit(network, config, run_dir, samples, split, RunState(), quiet, callbacks)
 
 
