@@ -38,8 +38,9 @@ START, END = "<!-- table:start -->", "<!-- table:end -->"
 PACKAGES = ("segkit", "keras", "tensorflow-cpu", "tensorflow", "torch", "jax", "jaxlib",
             "onnxruntime", "tf2onnx", "monai", "numpy", "pytest-benchmark")
 QUICK_SIZE = "64"
-#: What --quick leaves out of the model benchmarks: resunet, the MONAI peers, batch 1.
-QUICK_SELECTION = "not resunet and not monai_ and not b1"
+#: What --quick leaves out of the model benchmarks: resunet, attention_unet, unet_plus_plus,
+#: the MONAI peers and batch 1.
+QUICK_SELECTION = "not resunet and not monai_ and not b1 and not attention and not plus_plus"
 #: extra_info keys with a column of their own, or not worth a reader's time.
 SHOWN_INFO = {"label", "baseline", "time_s", "images_per_s", "peak_rss_mib", "rss_increase_mib",
               "params", "batch", "size", "data_format", "device"}

@@ -42,6 +42,10 @@ KERAS_CONFIGS = [
     ("resunet", "tensorflow", None),
     ("resunet", "torch", None),
     ("resunet", "jax", None),
+    # The other architectures on the fastest backend, for choosing between them.
+    ("fast_unet", "tensorflow", None),
+    ("attention_unet", "tensorflow", None),
+    ("unet_plus_plus", "tensorflow", None),
 ]
 BASELINE_PEER = "notebook_unet"
 
