@@ -13,14 +13,8 @@ from pathlib import Path
 
 import click
 
-USER_ERRORS = (
-    ValueError,
-    KeyError,
-    FileNotFoundError,
-    NotADirectoryError,
-    PermissionError,
-    OSError,
-)
+# OSError covers missing files, folders and permissions; ImportError a missing optional extra.
+USER_ERRORS = (ValueError, KeyError, OSError, ImportError)
 
 
 class _Group(click.Group):
@@ -96,6 +90,12 @@ def _model_options(function):
 @click.option("--manifest", type=click.Path(exists=True), help="Reuse this split manifest.")
 @click.option("--augment/--no-augment", default=True, show_default=True)
 @click.option("--crop", type=int, default=None, help="Train on random square crops of this side.")
+@click.option(
+    "--cache",
+    type=click.Path(),
+    default=None,
+    help="Folder for decoded slices (default: $SEGKIT_CACHE/data or ~/.cache/segkit/data).",
+)
 @click.option("--patience", default=10, show_default=True, type=int, help="Early stopping.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option(

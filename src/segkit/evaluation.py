@@ -40,7 +40,7 @@ from scipy import ndimage
 
 from segkit.masks import as_binary
 
-__all__ = ["surface_distances", "hd95", "assd", "score", "summarize", "METRICS"]
+__all__ = ["surface", "surface_distances", "hd95", "assd", "score", "summarize", "METRICS"]
 
 #: The per-image scores `summarize` describes, in report order.
 METRICS = ("dice", "iou", "precision", "recall", "specificity", "hd95", "assd")
@@ -68,7 +68,7 @@ def _check_spacing(spacing, ndim: int) -> tuple[float, ...]:
     return tuple(values.tolist())
 
 
-def _surface(mask: np.ndarray) -> np.ndarray:
+def surface(mask: np.ndarray) -> np.ndarray:
     """Foreground pixels with a background 4-neighbour (6 in 3-D); outside counts as background."""
     return mask & ~ndimage.binary_erosion(mask)
 
@@ -98,7 +98,7 @@ def surface_distances(pred, true, spacing=(1.0, 1.0)) -> tuple[np.ndarray, np.nd
         slice(max(s.start - 1, 0), min(s.stop + 1, size))
         for s, size in zip(box, pred.shape, strict=True)
     )
-    pred_surface, true_surface = _surface(pred[box]), _surface(true[box])
+    pred_surface, true_surface = surface(pred[box]), surface(true[box])
     to_true = ndimage.distance_transform_edt(~true_surface, sampling=spacing)
     to_pred = ndimage.distance_transform_edt(~pred_surface, sampling=spacing)
     return to_true[pred_surface], to_pred[true_surface]

@@ -71,10 +71,14 @@ def export(
             entry.key, entry.value = ONNX_METADATA_KEY, json.dumps(asdict(prep))
             onnx.save(exported, str(tmp))
         return out
-    staging = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    network.export(str(staging), format="tf_saved_model", verbose=False)
-    if out.exists():
-        shutil.rmtree(out)
-    staging.rename(out)
+    # Export beside the target, then swap folders, so a failure leaves any old export intact.
+    staging, old = out.with_name(f".{out.name}.partial"), out.with_name(f".{out.name}.old")
+    try:
+        network.export(str(staging), format="tf_saved_model", verbose=False)
+        if out.exists():
+            out.rename(old)
+        staging.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
     return out

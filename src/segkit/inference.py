@@ -23,8 +23,9 @@ from scipy import ndimage
 
 from segkit import data
 from segkit._io import atomic_path, check_writable
+from segkit.data.samples import IMAGE_SUFFIXES
+from segkit.evaluation import surface
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 ONNX_METADATA_KEY = "segkit.preprocessing"
 
 
@@ -112,9 +113,7 @@ def load_model(spec: str | Path, weights: str | None = None) -> Segmenter:
         if not path.is_file():
             raise FileNotFoundError(f"model file {path} does not exist")
         network = _load_keras_file(path)
-        height, width, channels = network.input_shape[1:]
-        prep = data.Preprocessing(size=(height or 256, width or 256), channels=channels)
-        return _keras_segmenter(network, prep, str(path))
+        return _keras_segmenter(network, _prep_for(network), str(path))
     if path.exists() or any(sep in str(spec) for sep in ("/", "\\")):
         raise FileNotFoundError(
             f"model {spec} is neither a run folder, a .keras file nor an .onnx file"
@@ -215,13 +214,13 @@ def image_files(inputs: Iterable[str | Path]) -> list[Path]:
             raise FileNotFoundError(f"input {path} does not exist")
     if not files:
         raise FileNotFoundError(f"no image files in {', '.join(map(str, inputs))}")
+    seen: dict[str, Path] = {}
+    for path in files:
+        if path.stem in seen:
+            # Their masks would both be written to <stem>_mask.png.
+            raise ValueError(f"inputs {seen[path.stem]} and {path} share the name {path.stem!r}")
+        seen[path.stem] = path
     return files
-
-
-def outline(mask: np.ndarray) -> np.ndarray:
-    """The one-pixel inner boundary of a binary mask."""
-    mask = mask.astype(bool)
-    return mask & ~ndimage.binary_erosion(mask)
 
 
 def overlay(image: np.ndarray, predicted: np.ndarray, true: np.ndarray | None = None) -> np.ndarray:
@@ -230,8 +229,10 @@ def overlay(image: np.ndarray, predicted: np.ndarray, true: np.ndarray | None = 
     picture = np.repeat(grey[..., None], 3, axis=-1).astype(np.uint8)
     thick = ndimage.binary_dilation  # one pixel is hard to see on a 512 image
     if true is not None:
-        picture[thick(outline(true))] = (40, 220, 40)
-    picture[thick(outline(predicted))] = (230, 30, 30)
+        if true.shape != grey.shape:
+            raise ValueError(f"true mask is {true.shape}, but the image is {grey.shape}")
+        picture[thick(surface(true.astype(bool)))] = (40, 220, 40)
+    picture[thick(surface(predicted.astype(bool)))] = (230, 30, 30)
     return picture
 
 
@@ -239,6 +240,15 @@ def write_png(path: Path, array: np.ndarray) -> None:
     """Write a PNG atomically."""
     with atomic_path(path) as tmp:
         Image.fromarray(array).save(tmp, format="PNG")
+
+
+def _true_mask(folder: Path, image: Path) -> np.ndarray | None:
+    """The true mask ``<name>_mask.*`` of ``image`` in ``folder``, or None if there is none."""
+    for suffix in IMAGE_SUFFIXES:
+        candidate = folder / f"{image.stem}_mask{suffix}"
+        if candidate.is_file():
+            return data.read_mask_file(candidate)
+    return None
 
 
 def predict(
@@ -265,7 +275,8 @@ def predict(
         probabilities: also write ``<name>_prob.png``, the probability scaled to 0-255.
         overlays: also write ``<name>_overlay.png``: the image with the predicted outline in
             red (and the true one in green when ``true_masks`` is given).
-        true_masks: folder of true masks named ``<name>_mask.png``, for the overlays.
+        true_masks: folder of true masks named ``<name>_mask.png`` (or another image suffix),
+            for the overlays; images without one get only the predicted outline.
 
     Returns:
         The mask files written.
@@ -285,9 +296,6 @@ def predict(
         if probabilities and probs.shape[-1] == 1:
             write_png(out / f"{path.stem}_prob.png", np.rint(probs[..., 0] * 255).astype(np.uint8))
         if overlays:
-            true = None
-            if true_masks is not None:
-                candidate = Path(true_masks) / f"{path.stem}_mask{path.suffix}"
-                true = data.read_mask_file(candidate) if candidate.exists() else None
+            true = _true_mask(Path(true_masks), path) if true_masks is not None else None
             write_png(out / f"{path.stem}_overlay.png", overlay(image, mask, true))
     return written

@@ -75,12 +75,19 @@ class _OverlapMetric(keras.metrics.Metric):
         """Add a batch.
 
         Args:
-            y_true: ``(batch, H, W[, C])`` masks (foreground where above 0.5).
+            y_true: ``(batch, H, W[, C])`` masks (foreground where above 0.5), or an integer
+                label map ``(batch, H, W[, 1])`` when ``y_pred`` has one channel per class.
             y_pred: probabilities of the same shape.
             sample_weight: optional ``(batch,)`` weight of each image.
         """
         y_pred = ops.convert_to_tensor(y_pred)
-        y_true = ops.reshape(ops.convert_to_tensor(y_true), ops.shape(y_pred))
+        y_true = ops.convert_to_tensor(y_true)
+        channels = y_pred.shape[-1]
+        if channels is not None and channels > 1 and y_true.shape[-1] in (1, None):
+            # An integer label map against per-class probabilities: one channel per class.
+            labels = ops.cast(ops.reshape(y_true, ops.shape(y_pred)[:-1]), "int32")
+            y_true = ops.one_hot(labels, channels)
+        y_true = ops.reshape(y_true, ops.shape(y_pred))
         predicted = ops.cast(y_pred > self.threshold, self.dtype)
         actual = ops.cast(y_true > 0.5, self.dtype)
         axes = tuple(range(1, len(y_pred.shape)))

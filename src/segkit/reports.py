@@ -10,8 +10,9 @@ The report (a dict, written as JSON) has these keys:
 ``dice_median``    median of per-image Dice
 ``dice_pooled``    Dice of all pixels of all images taken together
 ``iou_mean``       mean of per-image IoU; ``iou_pooled`` likewise pooled
-``hd95_mean``      mean 95th-percentile Hausdorff distance in pixels, over images where both
-                   masks are non-empty (``hd95_nan`` counts the others); ``assd_mean`` likewise
+``hd95_mean``      mean 95th-percentile Hausdorff distance in pixels; images with both masks
+                   empty count as 0, images with exactly one empty mask are left out
+                   (``hd95_nan`` counts them); ``assd_mean`` likewise
 ``precision_mean`` and ``recall_mean``: means of per-image precision and recall
 ``by_label``       the same summary per tumour type, when the data has labels
 ``images``         one record per image: ``file``, ``key``, ``label``, ``dice``, ``iou``,
@@ -28,7 +29,14 @@ from pathlib import Path
 
 from segkit import data, evaluation
 from segkit._io import write_json
-from segkit.inference import Segmenter, load_model, resize_nearest, to_mask
+from segkit.data.samples import IMAGE_SUFFIXES
+from segkit.inference import (
+    Segmenter,
+    load_model,
+    resize_nearest,
+    resize_probabilities,
+    to_mask,
+)
 
 PER_IMAGE = ("dice", "iou", "hd95", "assd", "precision", "recall")
 
@@ -110,6 +118,8 @@ def evaluate(
 
 def _select(samples, manifest, subset):
     if subset is None:
+        if manifest is not None:
+            raise ValueError("a manifest needs a subset to score: train, val or test")
         return samples
     if manifest is None:
         raise ValueError("subset needs a manifest (a run's split.json)")
@@ -134,7 +144,7 @@ def _prediction_pairs(samples, folder: Path) -> Iterator:
                 p
                 for name in names
                 for p in sorted(folder.glob(f"{name}.*"))
-                if p.suffix.lower() in (".png", ".tif", ".tiff", ".bmp")
+                if p.suffix.lower() in IMAGE_SUFFIXES
             ),
             None,
         )
@@ -158,12 +168,12 @@ def _model_pairs(segmenter: Segmenter, samples, threshold, at_model_size, batch_
         pairs = [data.read_pair(s, segmenter.prep.channels) for s in chunk]
         probabilities = segmenter.predict([image for image, _ in pairs])
         for sample, (_, true), probs in zip(chunk, pairs, probabilities):
-            predicted = to_mask(probs, threshold)
+            # The same masks `segkit.predict` writes: probabilities resized, then thresholded.
             if at_model_size:
                 true = data.resize_mask(true, segmenter.prep.size)
             else:
-                predicted = resize_nearest(predicted, true.shape)
-            yield sample, predicted, true
+                probs = resize_probabilities(probs, true.shape)
+            yield sample, to_mask(probs, threshold), true
 
 
 def _clean(value: float) -> float | None:

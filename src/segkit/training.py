@@ -51,7 +51,11 @@ MONITOR = "val_dice"
 
 @dataclass
 class TrainConfig:
-    """Every setting of a run; saved as ``config.json`` and read back by `resume`."""
+    """Every setting of a run; saved as ``config.json`` and read back by `resume`.
+
+    ``cache`` is where decoded slices are kept between epochs and runs (see
+    `segkit.data.SampleCache`); by default ``$SEGKIT_CACHE/data``, else ``~/.cache/segkit/data``.
+    """
 
     model: str
     data: str
@@ -87,6 +91,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.crop is not None and not 0 < self.crop <= min(self.image_size):
+            raise ValueError(
+                f"crop must be between 1 and the image size {min(self.image_size)}, got {self.crop}"
+            )
 
 
 @dataclass
@@ -138,13 +146,14 @@ def train(
     """
     config = TrainConfig(model=model, data=str(data_dir), **settings)
     config.check()
-    segkit.models.builder(config.model)  # fail on an unknown model before touching the disk
     run_dir = Path(out)
     if (run_dir / "config.json").exists():
         raise FileExistsError(
             f"{run_dir} already holds a run; resume it with `segkit train --resume {run_dir}` "
             "or choose another --out"
         )
+    keras.utils.set_random_seed(config.seed)
+    network = _build(config)  # a config the builder rejects fails before anything is read
     samples = data.find_samples(config.data, layout=config.layout)
     if config.manifest:
         split = data.Split.load(config.manifest)
@@ -152,8 +161,7 @@ def train(
         split = data.split_samples(
             samples, config.split, fractions=tuple(config.fractions), seed=config.seed
         )
-    keras.utils.set_random_seed(config.seed)
-    network = _build(config)  # a config the builder rejects fails before the run folder exists
+    _check_split(config, samples, split)
     check_writable(run_dir)
     split.save(run_dir / "split.json")
     write_json(run_dir / "config.json", _config_record(config))
@@ -175,8 +183,10 @@ def resume(
     config_path = run_dir / "config.json"
     if not config_path.exists():
         raise FileNotFoundError(f"{run_dir} holds no run (no config.json)")
-    record = json.loads(config_path.read_text())
-    config = TrainConfig(**record["config"])
+    try:
+        config = TrainConfig(**json.loads(config_path.read_text())["config"])
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ValueError(f"{config_path} is not a segkit run config: {exc}") from None
     checkpoint = run_dir / "last.keras"
     samples = data.find_samples(config.data, layout=config.layout)
     split = data.Split.load(run_dir / "split.json")
@@ -225,12 +235,7 @@ def _build(config: TrainConfig) -> keras.Model:
 def _fit(network, config, run_dir, samples, split, state: RunState, quiet, callbacks=None):
     if state.epoch >= config.epochs or state.epochs_without_improvement >= config.patience:
         return _restore_best(network, run_dir)
-    train_samples, val_samples, _ = split.select(samples)
-    if not train_samples or not val_samples:
-        raise ValueError(
-            f"the split of {config.data} leaves {len(train_samples)} training and "
-            f"{len(val_samples)} validation samples; both need at least one"
-        )
+    train_samples, val_samples = _check_split(config, samples, split)
     prep = config.preprocessing()
     cache = config.cache or _default_cache()
     train_batches = data.SegmentationDataset(
@@ -256,6 +261,17 @@ def _fit(network, config, run_dir, samples, split, state: RunState, quiet, callb
         verbose=0 if quiet else 1,
     )
     return _restore_best(network, run_dir)
+
+
+def _check_split(config: TrainConfig, samples, split) -> tuple[list, list]:
+    """The training and validation samples; both must be non-empty."""
+    train_samples, val_samples, _ = split.select(samples)
+    if not train_samples or not val_samples:
+        raise ValueError(
+            f"the split of {config.data} leaves {len(train_samples)} training and "
+            f"{len(val_samples)} validation samples; both need at least one"
+        )
+    return train_samples, val_samples
 
 
 def _restore_best(network, run_dir: Path) -> keras.Model:
@@ -327,14 +343,13 @@ def write_log(run_dir: Path, history: list[dict]) -> None:
 
 def plot_curves(history: list[dict], path: Path) -> None:
     """Loss and Dice per epoch, training beside validation."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A bare Figure draws without pyplot, leaving the user's plotting backend alone.
+    from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
     epochs = np.array([row["epoch"] for row in history])
-    figure, axes = plt.subplots(1, 2, figsize=(9, 3.5), constrained_layout=True)
+    figure = Figure(figsize=(9, 3.5), constrained_layout=True)
+    axes = figure.subplots(1, 2)
     for axis, metric in zip(axes, ("loss", "dice")):
         for prefix, style in (("", "-"), ("val_", "--")):
             key = prefix + metric
@@ -347,4 +362,3 @@ def plot_curves(history: list[dict], path: Path) -> None:
         axis.legend()
     with atomic_path(path) as tmp:
         figure.savefig(tmp, dpi=100)
-    plt.close(figure)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from segkit._io import atomic_path
+
 
 @dataclass(frozen=True)
 class Pretrained:
@@ -57,10 +59,8 @@ def save_weights(model, path: str | Path) -> str:
         f"w{i:04d}": np.asarray(w.numpy() if hasattr(w, "numpy") else w, np.float16)
         for i, w in enumerate(model.get_weights())
     }
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.savez_compressed(f, **arrays)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        np.savez_compressed(tmp, **arrays)
     return sha256(path)
 
 

@@ -68,8 +68,8 @@ def test_failed_read_caches_nothing(folders_copy, tmp_path):
 def test_interrupted_write_leaves_no_entry(folders_copy, tmp_path, monkeypatch):
     sample = find_samples(folders_copy)[0]
 
-    def interrupted_save(file, array):
-        file.write(b"\x93NUMPY partial")
+    def interrupted_save(path, array):
+        path.write_bytes(b"\x93NUMPY partial")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(cache_module.np, "save", interrupted_save)

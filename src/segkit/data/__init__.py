@@ -46,6 +46,7 @@ def __getattr__(name: str):
         return SegmentationDataset
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+
 __all__ = [
     "LAYOUTS",
     "LGG_CHANNELS",

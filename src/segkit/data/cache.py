@@ -15,11 +15,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from segkit._io import atomic_path
 from segkit.data.preprocess import Preprocessing, decode
 from segkit.data.samples import Sample
 
@@ -35,7 +35,7 @@ class SampleCache:
     """
 
     def __init__(self, directory: str | Path) -> None:
-        self.directory = Path(directory)
+        self.directory = Path(directory).expanduser()
 
     def __repr__(self) -> str:
         return f"SampleCache({str(self.directory)!r})"
@@ -66,17 +66,6 @@ class SampleCache:
         else:
             image, mask = decode(sample, prep)  # raises before anything is written
             stored = np.concatenate([image, mask], axis=-1)
-            _save_atomically(entry, stored)
+            with atomic_path(entry) as tmp:  # readers see the whole entry or none
+                np.save(tmp, stored)
         return stored[..., :-1], stored[..., -1:]
-
-
-def _save_atomically(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as f:
-            np.save(f, array)
-        os.replace(temporary, path)  # atomic: readers see the whole entry or none
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

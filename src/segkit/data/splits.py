@@ -18,6 +18,7 @@ from pathlib import Path
 import natsort
 import numpy as np
 
+from segkit._io import write_json
 from segkit.data.samples import DataError, Sample
 
 METHODS = ("random", "group", "blocks")
@@ -75,8 +76,7 @@ class Split:
     def save(self, path: str | Path) -> Path:
         """Write the split as a JSON manifest that training and evaluation share."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+        write_json(path, self.to_dict())
         return path
 
     @classmethod

@@ -9,6 +9,8 @@ segkit.models.list("*unet*")
 
 from __future__ import annotations
 
+import inspect
+
 from segkit.backend import require_backend
 
 require_backend()
@@ -39,7 +41,15 @@ def get(name: str, *, weights: str | None = None, **config) -> keras.Model:
         raise ValueError(f"conflicting weights tags: {tag!r} in the name, {weights!r} given")
     weights = weights or tag
     if weights is None:
-        return builder(model_name)(**config)
+        build = builder(model_name)
+        try:
+            inspect.signature(build).bind(**config)
+        except TypeError:
+            accepted = ", ".join(inspect.signature(build).parameters)
+            raise ValueError(
+                f"model {model_name!r} takes the arguments {accepted}; got {sorted(config)}"
+            ) from None
+        return build(**config)
     from segkit import weights as shipped
 
     return shipped.load_pretrained(model_name, weights, **config)
