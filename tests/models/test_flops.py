@@ -66,3 +66,9 @@ def test_notebook_unet_is_23_9_gflops():
     """The notebook reports 23.9 GFLOPs for its 256x256 U-Net: 2 x 11.95 G multiply-adds."""
     flops = count_flops(segkit.models.get("unet"))
     assert flops == pytest.approx(23.9e9, rel=0.01)
+
+
+@pytest.mark.parametrize(("name", "gflops"), [("unet", 23.90), ("resunet", 29.92)])
+def test_notebook_networks_cost_what_the_docs_say(name, gflops):
+    model = segkit.models.get(name, data_format="channels_last")
+    assert count_flops(model) / 1e9 == pytest.approx(gflops, abs=0.005)
