@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -230,6 +231,8 @@ def main() -> None:
     """Entry point of the ``segkit`` console script."""
     # TensorFlow's C++ start-up chatter buries the output of a short command.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # Warnings for people, not tracebacks: "segkit: warning: ...".
+    warnings.formatwarning = lambda message, *args, **kwargs: f"segkit: warning: {message}\n"
     cli(prog_name="segkit")
 
 
