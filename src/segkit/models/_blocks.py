@@ -66,6 +66,24 @@ def double_conv(x, filters: int, data_format: str, batch_norm: bool, name: str):
     return x
 
 
+class LayerBuilder:
+    """A network's layout settings, so its blocks can be written as short methods.
+
+    Subclasses add the convolutions and blocks of one architecture.
+    """
+
+    def __init__(self, data_format: str, batch_norm: bool):
+        self.data_format = data_format
+        self.axis = channel_axis(data_format)
+        self.batch_norm = batch_norm
+
+    def norm(self, x, name: str):
+        """Batch normalisation over the channel axis, or nothing without ``batch_norm``."""
+        if not self.batch_norm:
+            return x
+        return layers.BatchNormalization(axis=self.axis, name=name)(x)
+
+
 def model_input(input_shape, data_format: str, name: str = "image"):
     """The channels-last input and the tensor to compute on in ``data_format``."""
     inputs = keras.Input(shape=tuple(input_shape), name=name)

@@ -13,7 +13,7 @@ import keras
 from keras import layers
 
 from segkit.models._blocks import (
-    channel_axis,
+    LayerBuilder,
     check_input_shape,
     model_input,
     resolve_data_format,
@@ -22,13 +22,8 @@ from segkit.models._blocks import (
 from segkit.models._registry import register
 
 
-class _Builder:
-    """Holds the layout settings so the network below reads as a list of blocks."""
-
-    def __init__(self, data_format: str, batch_norm: bool):
-        self.data_format = data_format
-        self.axis = channel_axis(data_format)
-        self.batch_norm = batch_norm
+class _Builder(LayerBuilder):
+    """The layers of this network, so the network below reads as a list of blocks."""
 
     def conv(self, x, filters, name, kernel=3, strides=1):
         # A bias before batch normalisation would be cancelled by its mean subtraction.
@@ -42,11 +37,6 @@ class _Builder:
             data_format=self.data_format,
             name=name,
         )(x)
-
-    def norm(self, x, name):
-        if not self.batch_norm:
-            return x
-        return layers.BatchNormalization(axis=self.axis, name=name)(x)
 
     def conv_bn_relu(self, x, filters, name, strides=1):
         x = self.conv(x, filters, f"{name}_conv", strides=strides)

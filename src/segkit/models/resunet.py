@@ -6,7 +6,7 @@ import keras
 from keras import layers
 
 from segkit.models._blocks import (
-    channel_axis,
+    LayerBuilder,
     check_input_shape,
     model_input,
     resolve_data_format,
@@ -15,18 +15,8 @@ from segkit.models._blocks import (
 from segkit.models._registry import register
 
 
-class _Builder:
-    """Holds the layout settings so each block reads like the paper's diagram."""
-
-    def __init__(self, data_format: str, batch_norm: bool):
-        self.data_format = data_format
-        self.axis = channel_axis(data_format)
-        self.batch_norm = batch_norm
-
-    def norm(self, x, name):
-        if not self.batch_norm:
-            return x
-        return layers.BatchNormalization(axis=self.axis, name=name)(x)
+class _Builder(LayerBuilder):
+    """The layers of this network, so each block reads like the paper's diagram."""
 
     def conv(self, x, filters, name, kernel=3, strides=1):
         return layers.Conv2D(
