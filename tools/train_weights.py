@@ -40,24 +40,33 @@ def main() -> None:
     parser.add_argument("--loss", default="bce_dice")
     parser.add_argument("--patience", type=int, default=6)
     parser.add_argument("--crop", type=int, default=None)
+    parser.add_argument("--schedule", default="cosine")
+    parser.add_argument("--precision", default="float32")
+    parser.add_argument("--manifest", default=None, help="reuse this split (default: blocks)")
     parser.add_argument("--tag", default="figshare")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args()
 
     out = Path(args.out)
     start = time.perf_counter()
     if (out / "config.json").exists():
-        training.resume(out)
+        training.resume(out, quiet=args.quiet)
     else:
         training.train(
             args.model,
             args.data,
             out,
+            quiet=args.quiet,
             split="blocks",
             epochs=args.epochs,
             batch_size=args.batch_size,
             learning_rate=args.lr,
             loss=args.loss,
             patience=args.patience,
+            crop=args.crop,
+            schedule=args.schedule,
+            precision=args.precision,
+            manifest=args.manifest,
             seed=0,
         )
     state = training.read_state(out / "last.keras")
