@@ -74,6 +74,10 @@ def test_refuses_to_overwrite_a_run(tmp_path, manifest):
 def test_bad_settings_fail_before_writing(tmp_path, manifest):
     with pytest.raises(ValueError, match="unknown loss 'dicey'"):
         _train(tmp_path / "run", manifest, tmp_path, loss="dicey")
+    with pytest.raises(ValueError, match="unknown schedule 'linear'"):
+        _train(tmp_path / "run", manifest, tmp_path, schedule="linear")
+    with pytest.raises(ValueError, match="unknown precision 'int8'"):
+        _train(tmp_path / "run", manifest, tmp_path, precision="int8")
     with pytest.raises(KeyError, match="unknown model"):
         training.train("unetz", sample_dir(), tmp_path / "run2")
     assert not (tmp_path / "run").exists() and not (tmp_path / "run2").exists()
@@ -139,3 +143,32 @@ def test_crop_training_gives_a_model_for_whole_slices(tmp_path, manifest):
     assert model.input_shape == (None, None, None, 1)
     x = np.zeros((1, 32, 32, 1), np.float32)
     assert keras.ops.convert_to_numpy(model(x)).shape == (1, 32, 32, 1)
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero(tmp_path, manifest):
+    # Four training slices in batches of two: two steps per epoch, six in all.
+    model = _train(tmp_path / "run", manifest, tmp_path, epochs=3, schedule="cosine")
+    schedule = keras.optimizers.schedules.deserialize(
+        model.optimizer.get_config()["learning_rate"]
+    )
+    rates = [float(keras.ops.convert_to_numpy(schedule(step))) for step in (0, 1, 2, 4, 6)]
+    assert rates[0] == 0.0 and rates[1] == pytest.approx(0.5e-4)
+    assert rates[2] == pytest.approx(1e-4)  # the configured rate, after one epoch
+    assert rates[2] > rates[3] > rates[4] and rates[4] == pytest.approx(0.0, abs=1e-12)
+    assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 6
+
+
+def test_mixed_precision_run_keeps_float32_weights_and_resumes(tmp_path, manifest):
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        _train(
+            run, manifest, tmp_path, epochs=2, precision="mixed_bfloat16",
+            callbacks=[_Interrupt(epoch=1)],
+        )
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
+    model = training.resume(run, quiet=True)
+    assert model.get_layer("down1_conv1").dtype_policy.name == "mixed_bfloat16"
+    assert all(w.dtype == "float32" for w in model.weights)
+    x = np.zeros((1, 32, 32, 1), np.float32)
+    assert keras.ops.convert_to_numpy(model(x)).dtype == np.float32
+    assert training.read_state(run / "last.keras").epoch == 2

@@ -86,6 +86,20 @@ def _model_options(function):
 @click.option("--epochs", default=50, show_default=True, type=int)
 @click.option("--batch-size", default=32, show_default=True, type=int)
 @click.option("--lr", "learning_rate", default=1e-4, show_default=True, type=float)
+@click.option(
+    "--schedule",
+    type=click.Choice(["constant", "cosine"]),
+    default="constant",
+    show_default=True,
+    help="cosine: one warm-up epoch, then decay to zero at the last epoch.",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["float32", "mixed_bfloat16", "mixed_float16"]),
+    default="float32",
+    show_default=True,
+    help="Compute precision; mixed keeps float32 weights.",
+)
 @click.option("--image-size", default=256, show_default=True, type=int, help="Square input side.")
 @click.option("--split", default="auto", show_default=True, help="auto, blocks, group or random.")
 @click.option("--manifest", type=click.Path(exists=True), help="Reuse this split manifest.")
