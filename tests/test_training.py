@@ -172,3 +172,24 @@ def test_mixed_precision_run_keeps_float32_weights_and_resumes(tmp_path, manifes
     x = np.zeros((1, 32, 32, 1), np.float32)
     assert keras.ops.convert_to_numpy(model(x)).dtype == np.float32
     assert training.read_state(run / "last.keras").epoch == 2
+
+
+def test_init_from_starts_with_another_runs_weights(tmp_path, manifest):
+    first = _train(tmp_path / "crops", manifest, tmp_path, epochs=1, crop=16)
+    second = _train(
+        tmp_path / "whole", manifest, tmp_path, epochs=1, learning_rate=1e-12,
+        init_from=str(tmp_path / "crops"),
+    )
+    # A negligible learning rate leaves the starting weights: they must be the first run's.
+    for a, b in zip(first.get_weights(), second.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_init_from_weights_that_do_not_fit_names_the_file(tmp_path, manifest):
+    _train(tmp_path / "small", manifest, tmp_path, epochs=1)
+    with pytest.raises(ValueError, match="small/last.keras .* do not fit"):
+        _train(
+            tmp_path / "big", manifest, tmp_path, epochs=1, init_from=str(tmp_path / "small"),
+            model_config={"base_filters": 8, "depth": 2},
+        )
+    assert not (tmp_path / "big").exists()

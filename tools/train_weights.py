@@ -42,6 +42,7 @@ def main() -> None:
     parser.add_argument("--crop", type=int, default=None)
     parser.add_argument("--schedule", default="cosine")
     parser.add_argument("--precision", default="float32")
+    parser.add_argument("--init-from", default=None, help="start from this run's weights")
     parser.add_argument("--manifest", default=None, help="reuse this split (default: blocks)")
     parser.add_argument("--tag", default="figshare")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -67,6 +68,7 @@ def main() -> None:
             schedule=args.schedule,
             precision=args.precision,
             manifest=args.manifest,
+            init_from=args.init_from,
             seed=0,
         )
     state = training.read_state(out / "last.keras")

@@ -106,6 +106,12 @@ def _model_options(function):
 @click.option("--augment/--no-augment", default=True, show_default=True)
 @click.option("--crop", type=int, default=None, help="Train on random square crops of this side.")
 @click.option(
+    "--init-from",
+    type=click.Path(exists=True),
+    default=None,
+    help="Start from the weights of this run folder or .keras file (fine-tuning).",
+)
+@click.option(
     "--cache",
     type=click.Path(),
     default=None,

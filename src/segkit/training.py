@@ -81,6 +81,7 @@ class TrainConfig:
     manifest: str | None = None
     augment: bool = True
     crop: int | None = None
+    init_from: str | None = None
     patience: int = 10
     seed: int = 0
     cache: str | None = None
@@ -153,7 +154,9 @@ def train(
             AVX-512 BF16, weights kept in float32), ``image_size``, ``split`` (``"auto"``, ``"blocks"``, ``"group"``,
             ``"random"``), ``manifest`` (a split file to reuse), ``augment``, ``patience``,
             ``crop`` (train on random square crops of this side, centred on the tumour 80% of
-            the time: about (image_size / crop)**2 times cheaper per epoch), ``model_config``
+            the time: about (image_size / crop)**2 times cheaper per epoch), ``init_from`` (a
+            run folder or ``.keras`` file whose weights the run starts from, for example to
+            fine-tune a crop-trained model on whole slices), ``model_config``
             (builder arguments), ``seed``, ...
 
     Returns:
@@ -173,6 +176,8 @@ def train(
         )
     keras.utils.set_random_seed(config.seed)
     network = _build(config)  # a config the builder rejects fails before anything is read
+    if config.init_from:
+        _load_initial_weights(network, config.init_from)
     samples = data.find_samples(config.data, layout=config.layout)
     if config.manifest:
         split = data.Split.load(config.manifest)
@@ -247,6 +252,23 @@ def _build(config: TrainConfig) -> keras.Model:
         return segkit.models.get(config.model, **model_config)
     finally:
         keras.config.set_dtype_policy(previous)
+
+
+def _load_initial_weights(network: keras.Model, source: str) -> None:
+    """Start from the weights of a run folder (its ``last.keras``) or a ``.keras`` file."""
+    path = Path(source)
+    if path.is_dir():
+        path = path / "last.keras"
+    if not path.is_file():
+        raise FileNotFoundError(f"init_from: {path} does not exist")
+    trained = keras.saving.load_model(path, compile=False)
+    shapes = [tuple(w.shape) for w in trained.weights]
+    if shapes != [tuple(w.shape) for w in network.weights]:
+        raise ValueError(
+            f"init_from: the weights in {path} ({trained.name}, {len(shapes)} arrays) do not "
+            f"fit {network.name} as configured"
+        )
+    network.set_weights(trained.get_weights())
 
 
 def _compile(network: keras.Model, config: TrainConfig, steps_per_epoch: int) -> None:
