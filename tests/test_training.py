@@ -148,9 +148,7 @@ def test_crop_training_gives_a_model_for_whole_slices(tmp_path, manifest):
 def test_cosine_schedule_warms_up_then_decays_to_zero(tmp_path, manifest):
     # Four training slices in batches of two: two steps per epoch, six in all.
     model = _train(tmp_path / "run", manifest, tmp_path, epochs=3, schedule="cosine")
-    schedule = keras.optimizers.schedules.deserialize(
-        model.optimizer.get_config()["learning_rate"]
-    )
+    schedule = keras.optimizers.schedules.deserialize(model.optimizer.get_config()["learning_rate"])
     rates = [float(keras.ops.convert_to_numpy(schedule(step))) for step in (0, 1, 2, 4, 6)]
     assert rates[0] == 0.0 and rates[1] == pytest.approx(0.5e-4)
     assert rates[2] == pytest.approx(1e-4)  # the configured rate, after one epoch
@@ -162,7 +160,11 @@ def test_mixed_precision_run_keeps_float32_weights_and_resumes(tmp_path, manifes
     run = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         _train(
-            run, manifest, tmp_path, epochs=2, precision="mixed_bfloat16",
+            run,
+            manifest,
+            tmp_path,
+            epochs=2,
+            precision="mixed_bfloat16",
             callbacks=[_Interrupt(epoch=1)],
         )
     assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
@@ -177,7 +179,11 @@ def test_mixed_precision_run_keeps_float32_weights_and_resumes(tmp_path, manifes
 def test_init_from_starts_with_another_runs_weights(tmp_path, manifest):
     first = _train(tmp_path / "crops", manifest, tmp_path, epochs=1, crop=16)
     second = _train(
-        tmp_path / "whole", manifest, tmp_path, epochs=1, learning_rate=1e-12,
+        tmp_path / "whole",
+        manifest,
+        tmp_path,
+        epochs=1,
+        learning_rate=1e-12,
         init_from=str(tmp_path / "crops"),
     )
     # A negligible learning rate leaves the starting weights: they must be the first run's.
@@ -189,7 +195,11 @@ def test_init_from_weights_that_do_not_fit_names_the_file(tmp_path, manifest):
     _train(tmp_path / "small", manifest, tmp_path, epochs=1)
     with pytest.raises(ValueError, match="small/last.keras .* do not fit"):
         _train(
-            tmp_path / "big", manifest, tmp_path, epochs=1, init_from=str(tmp_path / "small"),
+            tmp_path / "big",
+            manifest,
+            tmp_path,
+            epochs=1,
+            init_from=str(tmp_path / "small"),
             model_config={"base_filters": 8, "depth": 2},
         )
     assert not (tmp_path / "big").exists()

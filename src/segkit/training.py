@@ -151,8 +151,9 @@ def train(
             ``learning_rate``, ``schedule`` (``"constant"``, or ``"cosine"``: one epoch of
             warm-up, then cosine decay to zero at the last epoch), ``precision``
             (``"float32"``, or ``"mixed_bfloat16"``: about 1.8x faster training on CPUs with
-            AVX-512 BF16, weights kept in float32), ``image_size``, ``split`` (``"auto"``, ``"blocks"``, ``"group"``,
-            ``"random"``), ``manifest`` (a split file to reuse), ``augment``, ``patience``,
+            AVX-512 BF16, weights kept in float32), ``image_size``, ``split`` (``"auto"``,
+            ``"blocks"``, ``"group"``, ``"random"``), ``manifest`` (a split file to reuse),
+            ``augment``, ``patience``,
             ``crop`` (train on random square crops of this side, centred on the tumour 80% of
             the time: about (image_size / crop)**2 times cheaper per epoch), ``init_from`` (a
             run folder or ``.keras`` file whose weights the run starts from, for example to
