@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 
+import segkit
 from segkit import weights
 from segkit.demo import run_demo, sample_dir
 
@@ -28,3 +30,21 @@ def test_demo_writes_overlays_and_a_report(tmp_path):
     assert len(list(tmp_path.glob("*_overlay.png"))) == 6
     assert json.loads((tmp_path / "report.json").read_text())["n_images"] == 6
     assert "dice" in report["table"]
+
+
+@pytest.mark.backend
+def test_demo_with_shipped_weights_says_its_score_is_not_held_out(tmp_path, monkeypatch):
+    # A tiny U-Net stands in for shipped weights; the demo must pick it up without warning.
+    tiny = {"input_shape": (32, 32, 1), "base_filters": 4, "depth": 2}
+    path = tmp_path / "unet-test.npz"
+    digest = weights.save_weights(segkit.models.get("unet", **tiny), path)
+    entry = weights.Pretrained(
+        "unet", "test", path.name, digest, config=tiny, preprocessing={"size": (32, 32)}
+    )
+    monkeypatch.setattr(weights, "PRETRAINED", {("unet", "test"): entry})
+    monkeypatch.setattr(weights, "weights_path", lambda e: tmp_path / e.filename)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report = run_demo(tmp_path / "demo")
+    assert report["model"] == "unet.test"
+    assert "not a held-out score" in report["note"]

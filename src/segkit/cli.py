@@ -225,6 +225,8 @@ def demo(out, model):
 
     report = run_demo(out, model)
     click.echo(report["table"])
+    if "note" in report:
+        click.echo(f"note: {report['note']}")
     click.echo(f"overlays, masks and report.json written to {Path(out).resolve()}")
 
 
