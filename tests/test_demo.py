@@ -44,7 +44,7 @@ def test_demo_with_shipped_weights_says_its_score_is_not_held_out(tmp_path, monk
     monkeypatch.setattr(weights, "PRETRAINED", {("unet", "test"): entry})
     monkeypatch.setattr(weights, "weights_path", lambda e: tmp_path / e.filename)
     with warnings.catch_warnings():
-        warnings.simplefilter("error")
+        warnings.simplefilter("error", UserWarning)  # e.g. the random-weights warning
         report = run_demo(tmp_path / "demo")
     assert report["model"] == "unet.test"
     assert "not a held-out score" in report["note"]
