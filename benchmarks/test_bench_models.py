@@ -93,6 +93,17 @@ def test_segkit(benchmark, measure, mode, model, backend, data_format):
     _record(benchmark, result, f"segkit {model}, Keras {backend} ({layout})")
 
 
+def test_segkit_mixed_bfloat16(benchmark, measure):
+    """``segkit train --precision mixed_bfloat16``: the U-Net's training step in bfloat16."""
+    _require("tensorflow")
+    mode = MODES[0]
+    benchmark.group = MODE_GROUPS[mode[:2]]
+    args = _keras_args("unet", "tensorflow", None, mode) + ["--precision", "mixed_bfloat16"]
+    result = _run(benchmark, measure, *args)
+    _record(benchmark, result, f"segkit unet, Keras tensorflow ({result['data_format']}, "
+            "mixed_bfloat16)")
+
+
 @pytest.mark.parametrize("mode", MODES, ids=_mode_id)
 @pytest.mark.parametrize("peer", list(PEERS))
 def test_peer(benchmark, measure, mode, peer):

@@ -74,6 +74,7 @@ def measure_keras(args) -> dict:
     imported_mib = peak_rss_mib()
     keras.utils.set_random_seed(0)
     data_format = args.data_format or default_data_format()
+    keras.config.set_dtype_policy(args.precision)  # as `segkit train --precision` does
     model = segkit.models.get(
         args.model, input_shape=(args.size, args.size, 1), data_format=data_format
     )
@@ -203,6 +204,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--backend", default="tensorflow", help="Keras backend for 'keras'")
     parser.add_argument("--data-format", choices=["channels_first", "channels_last"],
                         help="layout segkit computes in (default: segkit's default)")
+    parser.add_argument("--precision", default="float32",
+                        help="Keras dtype policy for 'keras', e.g. mixed_bfloat16")
     parser.add_argument("--mode", choices=["train", "predict"], default="predict")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=256, help="image height and width")
