@@ -182,3 +182,12 @@ def test_train_resume_evaluate_predict_export(run, tmp_path):
             tmp_path / "onnx",
         )
         assert result.exit_code == 0 and "6 masks written" in result.output
+
+
+def test_train_choices_are_the_ones_training_accepts():
+    # The CLI spells them out to stay free of the Keras import; they must not drift apart.
+    from segkit import training
+
+    options = {p.name: p for p in cli.commands["train"].params}
+    assert tuple(options["schedule"].type.choices) == training.SCHEDULES
+    assert tuple(options["precision"].type.choices) == training.PRECISIONS
