@@ -91,6 +91,15 @@ def test_lgg_missing_mask_is_a_problem(lgg_copy):
     assert [p.file for p in problems] == [str(mask.with_name(mask.name.replace("_mask", "")))]
 
 
+def test_lgg_slice_saved_twice_is_a_duplicate(lgg_copy):
+    image = next(lgg_copy.rglob("*_12.tif"))
+    twice = image.with_suffix(".tiff")
+    shutil.copy(image, twice)
+    samples, problems = scan(lgg_copy)
+    assert len(samples) == 8
+    assert [(p.file, p.problem) for p in problems] == [(str(twice), f"duplicate of {image.name}")]
+
+
 def test_empty_and_unknown_folders(tmp_path: Path):
     with pytest.raises(DataError, match="empty folder"):
         find_samples(tmp_path)

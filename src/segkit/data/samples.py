@@ -292,8 +292,15 @@ def _scan_lgg(root: Path) -> tuple[list[Sample], list[Problem]]:
         tifs = [
             p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in (".tif", ".tiff")
         ]
-        masks = {p.stem[: -len("_mask")]: p for p in tifs if p.stem.endswith("_mask")}
-        images = {p.stem: p for p in tifs if not p.stem.endswith("_mask")}
+        # Through _by_key, so a slice saved twice (``_1.tif`` and ``_1.tiff``) is reported.
+        masks = _by_key(
+            [p for p in tifs if p.stem.endswith("_mask")],
+            lambda p: p.stem[: -len("_mask")],
+            problems,
+        )
+        images = _by_key(
+            [p for p in tifs if not p.stem.endswith("_mask")], lambda p: p.stem, problems
+        )
         for key, image in images.items():
             if key not in masks:
                 problems.append(Problem(str(image), f"missing mask {key}_mask.tif"))
