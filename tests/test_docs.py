@@ -52,7 +52,7 @@ def test_the_runner_reads_fences_as_documented(tmp_path):
     page = tmp_path / "page.md"
     page.write_text(
         "```python\nx = 1\n```\n\n```text\nnot code\n```\n\n<!-- skip -->\n```python\n"
-        "raise SystemExit(1)\n```\n\n```toml title=\"pkg/a.toml\"\nk = 1\n```\n\n"
+        'raise SystemExit(1)\n```\n\n```toml title="pkg/a.toml"\nk = 1\n```\n\n'
         "```bash\necho hi\n```\n"
     )
     kinds = [(b.kind, b.path) for b in run_tutorials.blocks(page)]
