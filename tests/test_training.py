@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import segkit
-from segkit import data, training
+from segkit import data, training, weights
 from segkit.demo import sample_dir
 
 pytestmark = pytest.mark.backend
@@ -189,6 +189,37 @@ def test_init_from_starts_with_another_runs_weights(tmp_path, manifest):
     # A negligible learning rate leaves the starting weights: they must be the first run's.
     for a, b in zip(first.get_weights(), second.get_weights()):
         np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_init_from_a_weights_npz(tmp_path, manifest):
+    # Weights far from any that seed 0 would draw, so that ignoring the file cannot pass.
+    source = segkit.models.get("unet", input_shape=(32, 32, 1), **TINY["model_config"])
+    rng = np.random.default_rng(7)
+    source.set_weights([rng.uniform(-1, 1, w.shape) for w in source.get_weights()])
+    npz = tmp_path / "start.npz"
+    weights.save_weights(source, npz)
+    second = _train(
+        tmp_path / "second",
+        manifest,
+        tmp_path,
+        epochs=1,
+        learning_rate=1e-12,
+        init_from=str(npz),
+    )
+    # A negligible learning rate leaves the starting weights: the file's, to float16 rounding.
+    for a, b in zip(source.get_weights(), second.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-6)
+    assert json.loads((tmp_path / "second" / "config.json").read_text())["config"][
+        "init_from"
+    ] == str(npz)
+
+
+def test_init_from_an_npz_that_does_not_fit_names_the_file(tmp_path, manifest):
+    npz = tmp_path / "wide.npz"
+    weights.save_weights(segkit.models.get("unet", input_shape=(32, 32, 1), depth=2), npz)
+    with pytest.raises(ValueError, match="init_from: weights file .*wide.npz does not fit"):
+        _train(tmp_path / "run", manifest, tmp_path, epochs=1, init_from=str(npz))
+    assert not (tmp_path / "run").exists()
 
 
 def test_init_from_weights_that_do_not_fit_names_the_file(tmp_path, manifest):

@@ -57,3 +57,11 @@ def test_weights_that_do_not_fit_name_the_file(tmp_path):
     weights.save_weights(segkit.models.get("unet", **TINY), path)
     with pytest.raises(ValueError, match="does not fit model 'unet'"):
         weights.load_weights(segkit.models.get("unet", input_shape=(32, 32, 1), depth=2), path)
+
+
+@pytest.mark.parametrize("content", [b"not a zip", b"PK\x03\x04broken"])
+def test_a_file_that_is_not_a_weights_npz_is_named(tmp_path, content):
+    path = tmp_path / "notes.npz"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match="notes.npz is not a weights file"):
+        weights.load_weights(segkit.models.get("unet", **TINY), path)

@@ -109,7 +109,7 @@ def _model_options(function):
     "--init-from",
     type=click.Path(exists=True),
     default=None,
-    help="Start from the weights of this run folder or .keras file (fine-tuning).",
+    help="Start from the weights of this run folder, .keras file or weights .npz (fine-tuning).",
 )
 @click.option(
     "--cache",

@@ -9,6 +9,7 @@ size; outputs stay within the tolerance stated on each model card) in the order 
 from __future__ import annotations
 
 import hashlib
+import zipfile
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
@@ -74,8 +75,13 @@ def load_weights(model, path: str | Path, expected_sha256: str | None = None) ->
                 f"weights file {path} is corrupt or was replaced: SHA-256 {actual}, "
                 f"expected {expected_sha256}"
             )
-    with np.load(path) as stored:
-        arrays = [stored[k] for k in sorted(stored.files)]
+    try:
+        with np.load(path) as stored:
+            arrays = [stored[k] for k in sorted(stored.files)]
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise ValueError(
+            f"{path} is not a weights file written by segkit.weights.save_weights: {exc}"
+        ) from None
     targets = model.get_weights()
     if len(arrays) != len(targets) or any(a.shape != t.shape for a, t in zip(arrays, targets)):
         raise ValueError(
