@@ -34,8 +34,15 @@ def run_worker(*args: str) -> dict:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore"}
     env.pop("KERAS_BACKEND", None)  # the worker chooses the backend itself
     command = [sys.executable, "-m", "benchmarks.worker", *args]
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=WORKER_TIMEOUT_S, check=False)
+    done = subprocess.run(
+        command,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=WORKER_TIMEOUT_S,
+        check=False,
+    )
     for line in reversed(done.stdout.splitlines()):
         if line.startswith(RESULT_MARK):
             return json.loads(line.removeprefix(RESULT_MARK))

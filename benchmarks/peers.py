@@ -44,8 +44,9 @@ class NotebookUNet(nn.Module):
     and a conv block. A 1x1 convolution and a sigmoid give the mask.
     """
 
-    def __init__(self, in_channels: int = 1, base_filters: int = 32, depth: int = 4,
-                 dropout: float = 0.4):
+    def __init__(
+        self, in_channels: int = 1, base_filters: int = 32, depth: int = 4, dropout: float = 0.4
+    ):
         super().__init__()
         widths = [base_filters * 2**level for level in range(depth)]
         self.down = nn.ModuleList()
@@ -100,14 +101,21 @@ def build(name: str) -> nn.Module:
         from monai.networks.nets import BasicUNet
 
         # MONAI's defaults otherwise: instance norm, LeakyReLU, transposed-conv upsampling.
-        net = BasicUNet(spatial_dims=2, in_channels=1, out_channels=1,
-                        features=(32, 64, 128, 256, 352, 32))
+        net = BasicUNet(
+            spatial_dims=2, in_channels=1, out_channels=1, features=(32, 64, 128, 256, 352, 32)
+        )
         return nn.Sequential(net, nn.Sigmoid())
     if name == "monai_unet":
         from monai.networks.nets import UNet
 
-        net = UNet(spatial_dims=2, in_channels=1, out_channels=1,
-                   channels=(32, 64, 128, 256, 512), strides=(2, 2, 2, 2), num_res_units=2)
+        net = UNet(
+            spatial_dims=2,
+            in_channels=1,
+            out_channels=1,
+            channels=(32, 64, 128, 256, 512),
+            strides=(2, 2, 2, 2),
+            num_res_units=2,
+        )
         return nn.Sequential(net, nn.Sigmoid())
     raise KeyError(f"unknown peer {name!r}; peers: {', '.join(PEERS)}")
 

@@ -35,15 +35,38 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS_PAGE = ROOT / "docs" / "benchmarks.md"
 RESULTS = ROOT / ".benchmarks"
 START, END = "<!-- table:start -->", "<!-- table:end -->"
-PACKAGES = ("segkit", "keras", "tensorflow-cpu", "tensorflow", "torch", "jax", "jaxlib",
-            "onnxruntime", "tf2onnx", "monai", "numpy", "pytest-benchmark")
+PACKAGES = (
+    "segkit",
+    "keras",
+    "tensorflow-cpu",
+    "tensorflow",
+    "torch",
+    "jax",
+    "jaxlib",
+    "onnxruntime",
+    "tf2onnx",
+    "monai",
+    "numpy",
+    "pytest-benchmark",
+)
 QUICK_SIZE = "64"
 #: What --quick leaves out of the model benchmarks: resunet, attention_unet, unet_plus_plus,
 #: the MONAI peers and batch 1.
 QUICK_SELECTION = "not resunet and not monai_ and not b1 and not attention and not plus_plus"
 #: extra_info keys with a column of their own, or not worth a reader's time.
-SHOWN_INFO = {"label", "baseline", "time_s", "images_per_s", "peak_rss_mib", "rss_increase_mib",
-              "params", "batch", "size", "data_format", "device"}
+SHOWN_INFO = {
+    "label",
+    "baseline",
+    "time_s",
+    "images_per_s",
+    "peak_rss_mib",
+    "rss_increase_mib",
+    "params",
+    "batch",
+    "size",
+    "data_format",
+    "device",
+}
 
 
 def run_suite(json_path: Path, junit_path: Path, quick: bool, pytest_args: list[str]) -> int:
@@ -53,9 +76,20 @@ def run_suite(json_path: Path, junit_path: Path, quick: bool, pytest_args: list[
         env["SEGKIT_BENCH_SIZE"] = QUICK_SIZE
         if "-k" not in pytest_args:
             pytest_args = ["-k", QUICK_SELECTION, *pytest_args]
-    command = [sys.executable, "-m", "pytest", "benchmarks", "--benchmark-only",
-               f"--benchmark-json={json_path}", f"--junitxml={junit_path}",
-               "--benchmark-quiet", "-p", "no:cacheprovider", "-q", *pytest_args]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "benchmarks",
+        "--benchmark-only",
+        f"--benchmark-json={json_path}",
+        f"--junitxml={junit_path}",
+        "--benchmark-quiet",
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        *pytest_args,
+    ]
     print("$", " ".join(command), flush=True)
     return subprocess.run(command, cwd=ROOT, env=env, check=False).returncode
 
@@ -101,8 +135,10 @@ def grouped(benchmarks: list[dict]) -> dict[str, list[dict]]:
     groups: dict[str, list[dict]] = {}
     for bench in benchmarks:
         groups.setdefault(bench.get("group") or "(no group)", []).append(bench)
-    return {name: sorted(rows, key=lambda b: b is not find_baseline(rows))
-            for name, rows in groups.items()}
+    return {
+        name: sorted(rows, key=lambda b: b is not find_baseline(rows))
+        for name, rows in groups.items()
+    }
 
 
 def notes(info: dict) -> str:
@@ -122,21 +158,34 @@ def group_table(rows: list[dict]) -> list[str]:
     baseline = find_baseline(rows)
     infos = [b.get("extra_info", {}) for b in rows]
     columns = [  # (header, cell of one row); optional columns only when some row has a value
-        ("name", lambda b, i: (f"**{i.get('label', b['name'])}** (baseline)" if b is baseline
-                               else i.get("label", b["name"])).replace("|", "\\|")),
+        (
+            "name",
+            lambda b, i: (
+                f"**{i.get('label', b['name'])}** (baseline)"
+                if b is baseline
+                else i.get("label", b["name"])
+            ).replace("|", "\\|"),
+        ),
         ("time per call", lambda b, i: format_time(seconds(b))),
         ("images/s", lambda b, i: f"{i['images_per_s']:.3g}" if "images_per_s" in i else ""),
         ("peak RSS MiB (+ over imports)", lambda b, i: format_memory(i)),
         ("params", lambda b, i: f"{i['params'] / 1e6:.2f}M" if "params" in i else ""),
-        ("time vs baseline",
-         lambda b, i: f"{seconds(b) / seconds(baseline):.2f}×" if baseline else ""),
+        (
+            "time vs baseline",
+            lambda b, i: f"{seconds(b) / seconds(baseline):.2f}×" if baseline else "",
+        ),
         ("other recorded values", lambda b, i: notes(i)),
     ]
     table = [[cell(b, i) for b, i in zip(rows, infos, strict=True)] for _, cell in columns]
-    kept = [n for n, (header, _) in enumerate(columns)
-            if header in ("name", "time per call", "time vs baseline") or any(table[n])]
-    lines = ["| " + " | ".join(columns[n][0] for n in kept) + " |",
-             "|" + "".join("---:|" if 0 < n < len(columns) - 1 else "---|" for n in kept)]
+    kept = [
+        n
+        for n, (header, _) in enumerate(columns)
+        if header in ("name", "time per call", "time vs baseline") or any(table[n])
+    ]
+    lines = [
+        "| " + " | ".join(columns[n][0] for n in kept) + " |",
+        "|" + "".join("---:|" if 0 < n < len(columns) - 1 else "---|" for n in kept),
+    ]
     for row in range(len(rows)):
         lines.append("| " + " | ".join(table[n][row] for n in kept) + " |")
     return lines
@@ -192,7 +241,8 @@ def render(results: dict, notes: list[str], size: str, wall_s: float | None) -> 
     when = results.get("datetime", dt.datetime.now(dt.UTC).isoformat())[:16].replace("T", " ")
     lines = [
         f"Measured {when} UTC by `python -m benchmarks.report`"
-        + (f" in {wall_s / 60:.0f} minutes" if wall_s else "") + ".",
+        + (f" in {wall_s / 60:.0f} minutes" if wall_s else "")
+        + ".",
         "",
         f"- Machine: {cpu_name(machine)}, {os.cpu_count()} cores"
         f" ({platform.system()} {platform.machine()}); accelerator: {accelerator()}",
@@ -218,15 +268,24 @@ def replace_section(page: Path, table: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.report", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true",
-                        help=f"{QUICK_SIZE}x{QUICK_SIZE} model inputs, only "
-                        f"-k '{QUICK_SELECTION}'; the docs are not changed")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.report",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"{QUICK_SIZE}x{QUICK_SIZE} model inputs, only "
+        f"-k '{QUICK_SELECTION}'; the docs are not changed",
+    )
     parser.add_argument("--no-run", action="store_true", help="only re-render the last JSON")
-    parser.add_argument("--docs", type=Path,
-                        help=f"page to rewrite (default: {DOCS_PAGE.relative_to(ROOT)} for a "
-                        "full run, none for --quick)")
+    parser.add_argument(
+        "--docs",
+        type=Path,
+        help=f"page to rewrite (default: {DOCS_PAGE.relative_to(ROOT)} for a "
+        "full run, none for --quick)",
+    )
     parser.add_argument("pytest_args", nargs="*", help="passed to pytest (after --)")
     args = parser.parse_args(argv)
 

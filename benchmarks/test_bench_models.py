@@ -61,8 +61,18 @@ def _mode_id(mode) -> str:
 
 
 def _record(benchmark, result: dict, label: str, baseline: bool = False) -> None:
-    keys = ("time_s", "images_per_s", "peak_rss_mib", "rss_increase_mib", "params", "batch",
-            "size", "data_format", "device", "gpu_peak_mib")
+    keys = (
+        "time_s",
+        "images_per_s",
+        "peak_rss_mib",
+        "rss_increase_mib",
+        "params",
+        "batch",
+        "size",
+        "data_format",
+        "device",
+        "gpu_peak_mib",
+    )
     benchmark.extra_info.update({key: result[key] for key in keys if key in result})
     benchmark.extra_info.update(label=label, baseline=baseline)
 
@@ -73,8 +83,21 @@ def _run(benchmark, measure, *args: str) -> dict:
 
 def _keras_args(model, backend, data_format, mode) -> list[str]:
     name, batch, warmup, steps = mode
-    args = ["keras", "--backend", backend, "--model", model, "--mode", name,
-            "--batch", str(batch), "--warmup", str(warmup), "--steps", str(steps)]
+    args = [
+        "keras",
+        "--backend",
+        backend,
+        "--model",
+        model,
+        "--mode",
+        name,
+        "--batch",
+        str(batch),
+        "--warmup",
+        str(warmup),
+        "--steps",
+        str(steps),
+    ]
     return args + (["--data-format", data_format] if data_format else [])
 
 
@@ -100,8 +123,11 @@ def test_segkit_mixed_bfloat16(benchmark, measure):
     benchmark.group = MODE_GROUPS[mode[:2]]
     args = _keras_args("unet", "tensorflow", None, mode) + ["--precision", "mixed_bfloat16"]
     result = _run(benchmark, measure, *args)
-    _record(benchmark, result, f"segkit unet, Keras tensorflow ({result['data_format']}, "
-            "mixed_bfloat16)")
+    _record(
+        benchmark,
+        result,
+        f"segkit unet, Keras tensorflow ({result['data_format']}, mixed_bfloat16)",
+    )
 
 
 @pytest.mark.parametrize("mode", MODES, ids=_mode_id)
@@ -111,8 +137,21 @@ def test_peer(benchmark, measure, mode, peer):
     _require("torch", *(["monai"] if peer.startswith("monai") else []))
     name, batch, warmup, steps = mode
     benchmark.group = MODE_GROUPS[(name, batch)]
-    result = _run(benchmark, measure, "torch", "--model", peer, "--mode", name,
-                  "--batch", str(batch), "--warmup", str(warmup), "--steps", str(steps))
+    result = _run(
+        benchmark,
+        measure,
+        "torch",
+        "--model",
+        peer,
+        "--mode",
+        name,
+        "--batch",
+        str(batch),
+        "--warmup",
+        str(warmup),
+        "--steps",
+        str(steps),
+    )
     _record(benchmark, result, PEERS[peer], baseline=peer == BASELINE_PEER)
 
 
@@ -139,6 +178,17 @@ def test_onnx_runtime(benchmark, measure, onnx_unet, batch):
     """The same network exported to ONNX, on onnxruntime's CPU provider."""
     benchmark.group = f"ONNX: predict, batch {batch}"
     mode = next(m for m in MODES if m[:2] == ("predict", batch))
-    result = _run(benchmark, measure, "onnxruntime", "--onnx", onnx_unet, "--batch", str(batch),
-                  "--warmup", str(mode[2]), "--steps", str(mode[3]))
+    result = _run(
+        benchmark,
+        measure,
+        "onnxruntime",
+        "--onnx",
+        onnx_unet,
+        "--batch",
+        str(batch),
+        "--warmup",
+        str(mode[2]),
+        "--steps",
+        str(mode[3]),
+    )
     _record(benchmark, result, "segkit unet exported to ONNX, onnxruntime CPU")

@@ -87,8 +87,14 @@ def measure_keras(args) -> dict:
     else:
         predict = lambda: model.predict(images, batch_size=args.batch, verbose=0)  # noqa: E731
         seconds = time_steps(predict, args.warmup, args.steps)
-    return result(args, seconds, imported_mib, params=model.count_params(),
-                  data_format=data_format, device=_keras_device())
+    return result(
+        args,
+        seconds,
+        imported_mib,
+        params=model.count_params(),
+        data_format=data_format,
+        device=_keras_device(),
+    )
 
 
 def _keras_device() -> str:
@@ -146,8 +152,15 @@ def measure_torch(args) -> dict:
     extra = {}
     if device == "cuda":
         extra["gpu_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
-    return result(args, seconds, imported_mib, params=peers.count_parameters(model),
-                  data_format="channels_first", device=device, **extra)
+    return result(
+        args,
+        seconds,
+        imported_mib,
+        params=peers.count_parameters(model),
+        data_format="channels_first",
+        device=device,
+        **extra,
+    )
 
 
 def export_onnx(args) -> dict:
@@ -162,8 +175,11 @@ def export_onnx(args) -> dict:
     model(np.zeros((1, args.size, args.size, 1), np.float32))
     start = time.perf_counter()
     model.export(args.onnx, format="onnx", verbose=False)
-    return {"onnx": args.onnx, "export_s": time.perf_counter() - start,
-            "params": model.count_params()}
+    return {
+        "onnx": args.onnx,
+        "export_s": time.perf_counter() - start,
+        "params": model.count_params(),
+    }
 
 
 def measure_onnxruntime(args) -> dict:
@@ -196,16 +212,24 @@ def result(args, seconds: list[float], imported_mib: float, **extra) -> dict:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.worker", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.worker",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("framework", choices=["keras", "torch", "export", "onnxruntime"])
-    parser.add_argument("--model", default="unet",
-                        help="segkit model name, or a peer name for 'torch'")
+    parser.add_argument(
+        "--model", default="unet", help="segkit model name, or a peer name for 'torch'"
+    )
     parser.add_argument("--backend", default="tensorflow", help="Keras backend for 'keras'")
-    parser.add_argument("--data-format", choices=["channels_first", "channels_last"],
-                        help="layout segkit computes in (default: segkit's default)")
-    parser.add_argument("--precision", default="float32",
-                        help="Keras dtype policy for 'keras', e.g. mixed_bfloat16")
+    parser.add_argument(
+        "--data-format",
+        choices=["channels_first", "channels_last"],
+        help="layout segkit computes in (default: segkit's default)",
+    )
+    parser.add_argument(
+        "--precision", default="float32", help="Keras dtype policy for 'keras', e.g. mixed_bfloat16"
+    )
     parser.add_argument("--mode", choices=["train", "predict"], default="predict")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=256, help="image height and width")
@@ -217,8 +241,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    measure = {"keras": measure_keras, "torch": measure_torch, "export": export_onnx,
-               "onnxruntime": measure_onnxruntime}[args.framework]
+    measure = {
+        "keras": measure_keras,
+        "torch": measure_torch,
+        "export": export_onnx,
+        "onnxruntime": measure_onnxruntime,
+    }[args.framework]
     record = measure(args)
     # Libraries log to stdout too: the record is the last line, marked for the caller.
     print("BENCHMARK-RESULT " + json.dumps(record), flush=True)
