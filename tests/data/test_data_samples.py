@@ -91,6 +91,23 @@ def test_lgg_missing_mask_is_a_problem(lgg_copy):
     assert [p.file for p in problems] == [str(mask.with_name(mask.name.replace("_mask", "")))]
 
 
+def test_lgg_problems_name_the_files_own_extension(lgg_copy):
+    image = next(lgg_copy.rglob("*_12.tif"))
+    mask = image.with_name(image.stem + "_mask.tif")
+    lone_image = image.rename(image.with_suffix(".tiff"))
+    other = next(lgg_copy.rglob("*_10.tif"))
+    other.unlink()
+    lone_mask = mask.rename(other.with_name(other.stem + "_mask.tiff"))
+    other.with_name(other.stem + "_mask.tif").unlink()
+    _, problems = scan(lgg_copy)
+    assert sorted((Path(p.file).name, p.problem) for p in problems) == sorted(
+        [
+            (lone_image.name, f"missing mask {image.stem}_mask.tiff"),
+            (lone_mask.name, f"extra mask: no image {other.stem}.tiff"),
+        ]
+    )
+
+
 def test_lgg_slice_saved_twice_is_a_duplicate(lgg_copy):
     image = next(lgg_copy.rglob("*_12.tif"))
     twice = image.with_suffix(".tiff")

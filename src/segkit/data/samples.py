@@ -303,10 +303,10 @@ def _scan_lgg(root: Path) -> tuple[list[Sample], list[Problem]]:
         )
         for key, image in images.items():
             if key not in masks:
-                problems.append(Problem(str(image), f"missing mask {key}_mask.tif"))
+                problems.append(Problem(str(image), f"missing mask {key}_mask{image.suffix}"))
             else:
                 samples.append(Sample(key, image, masks[key], "lgg", patient=folder.name))
         for key, mask in masks.items():
             if key not in images:
-                problems.append(Problem(str(mask), f"extra mask: no image {key}.tif"))
+                problems.append(Problem(str(mask), f"extra mask: no image {key}{mask.suffix}"))
     return samples, problems
