@@ -46,6 +46,13 @@ def main() -> None:
     parser.add_argument("--manifest", default=None, help="reuse this split (default: blocks)")
     parser.add_argument("--tag", default="figshare")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--score-above",
+        type=float,
+        default=None,
+        help="touch the test blocks only if the best validation Dice beats this "
+        "(a selection rule fixed before training, so weak runs never see the test set)",
+    )
     args = parser.parse_args()
 
     out = Path(args.out)
@@ -80,6 +87,14 @@ def main() -> None:
         "train_hours": sum(row.get("seconds", 0.0) for row in state.history) / 3600,
         "this_call_seconds": round(time.perf_counter() - start),
     }
+
+    if args.score_above is not None and state.best_dice <= args.score_above:
+        (out / "card.json").write_text(json.dumps(card, indent=2))
+        print(
+            f"best validation Dice {state.best_dice:.4f} does not beat {args.score_above}: "
+            "test blocks not scored, nothing packaged"
+        )
+        return
 
     test = evaluate(
         out, args.data, out / "test_report.json", manifest=out / "split.json", subset="test"
