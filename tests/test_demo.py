@@ -6,9 +6,11 @@ import json
 import warnings
 
 import pytest
+from click.testing import CliRunner
 
 import segkit
 from segkit import weights
+from segkit.cli import cli
 from segkit.demo import run_demo, sample_dir
 
 
@@ -21,15 +23,20 @@ def test_bundled_sample_is_complete():
 
 
 @pytest.mark.backend
-def test_demo_writes_overlays_and_a_report(tmp_path):
-    if weights.available():
-        report = run_demo(tmp_path)
-    else:
-        with pytest.warns(UserWarning, match="RANDOM weights"):
-            report = run_demo(tmp_path)
+def test_demo_uses_shipped_weights_and_writes_overlays_and_a_report(tmp_path):
+    report = run_demo(tmp_path)
+    assert report["model"] in weights.available()
     assert len(list(tmp_path.glob("*_overlay.png"))) == 6
     assert json.loads((tmp_path / "report.json").read_text())["n_images"] == 6
     assert "dice" in report["table"]
+
+
+@pytest.mark.backend
+def test_demo_of_a_model_without_weights_warns_that_they_are_random(tmp_path):
+    assert not weights.available("fast_unet")
+    with pytest.warns(UserWarning, match="RANDOM weights"):
+        report = run_demo(tmp_path, model="fast_unet")
+    assert report["model"] == "fast_unet" and "note" not in report
 
 
 @pytest.mark.backend
@@ -48,3 +55,7 @@ def test_demo_with_shipped_weights_says_its_score_is_not_held_out(tmp_path, monk
         report = run_demo(tmp_path / "demo")
     assert report["model"] == "unet.test"
     assert "not a held-out score" in report["note"]
+
+    result = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path / "cli")])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("model: unet.test\n")

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
 
 import segkit
-from segkit import weights
+from segkit import data, weights
+from segkit.demo import sample_dir
+from segkit.inference import image_files, load_model
 
 pytestmark = pytest.mark.backend
 
@@ -65,3 +69,36 @@ def test_a_file_that_is_not_a_weights_npz_is_named(tmp_path, content):
     path.write_bytes(content)
     with pytest.raises(ValueError, match="notes.npz is not a weights file"):
         weights.load_weights(segkit.models.get("unet", **TINY), path)
+
+
+REFERENCE = Path(__file__).parent / "vectors" / "pretrained_masks.npz"
+
+
+def test_the_residual_unet_ships_trained_weights_small_enough_for_a_wheel():
+    # The U-Net's weights do not ship yet: none trained so far beats the notebook's Dice.
+    assert "resunet.figshare" in weights.available()
+    path = weights.weights_path(weights.PRETRAINED[("resunet", "figshare")])
+    assert path.stat().st_size <= 25 * 2**20
+
+
+@pytest.mark.parametrize("name", weights.available())
+def test_shipped_weights_give_the_reference_masks_on_every_backend(name):
+    """The masks recorded on TensorFlow by ``tools/pretrained_reference.py``, on this backend."""
+    model, tag = name.split(".")
+    reference = np.load(REFERENCE)
+    assert str(reference[f"{name}.sha256"]) == weights.PRETRAINED[(model, tag)].sha256, (
+        f"{name} changed since its reference masks were recorded: run tools/pretrained_reference.py"
+    )
+    segmenter = load_model(name)
+    paths = image_files([sample_dir() / "images"])
+    images = [data.read_image(p, segmenter.prep.channels) for p in paths]
+    masks = segmenter.predict(images)[..., 0] > 0.5
+    expected = np.unpackbits(reference[f"{name}.masks"], axis=-1).astype(bool)
+    assert masks.shape == expected.shape
+    # Backends differ only in float round-off, which can flip a pixel whose probability sits
+    # on the threshold; anything more is a different model.
+    differing = (masks != expected).sum(axis=(1, 2))
+    assert differing.max() <= 5, differing
+    # Comparing empty masks would prove nothing: the model finds a tumour on most slices
+    # (resunet.figshare misses pituitary slice 1076; see its model card).
+    assert expected.any(axis=(1, 2)).mean() >= 0.5

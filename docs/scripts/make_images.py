@@ -3,7 +3,7 @@
     python docs/scripts/make_images.py
 
 The tutorials run as the tests run them (see ``run_tutorials.py``); their overlays and curves
-are copied here. The Home page's picture is drawn from the bundled sample.
+are copied here. The Home page's picture is drawn from the bundled sample and the shipped weights.
 """
 
 from __future__ import annotations
@@ -30,24 +30,32 @@ FROM_TUTORIALS = {
 
 
 def home_picture(path: Path) -> None:
-    """One slice per tumour type with its hand-drawn outline."""
+    """One slice per tumour type with its hand-drawn outline and, when weights ship, the
+    outline the shipped model draws (the U-Net's when it ships)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from segkit import data
+    from segkit import data, weights
     from segkit.demo import sample_dir
+    from segkit.inference import load_model, to_mask
 
     samples = data.find_samples(sample_dir())
     chosen = {}
     for sample in samples:
         chosen.setdefault(sample.label_name, sample)
+    shipped = weights.available("unet") or weights.available()
+    segmenter = load_model(shipped[0]) if shipped else None
     figure, axes = plt.subplots(1, len(chosen), figsize=(9, 3.3), constrained_layout=True)
     for axis, (label, sample) in zip(axes, sorted(chosen.items())):
         image, mask = data.read_pair(sample)
         axis.imshow(image.squeeze(), cmap="gray")
         axis.contour(mask.squeeze(), levels=[0.5], colors=["#2bd62b"], linewidths=1.2)
+        if segmenter is not None:
+            ((_, _, probs),) = segmenter.probabilities([sample.image])
+            predicted = to_mask(probs).squeeze()
+            axis.contour(predicted, levels=[0.5], colors=["#ff3030"], linewidths=1.2)
         axis.set_title(f"{label} (slice {sample.key})", fontsize=10)
         axis.set_axis_off()
     figure.savefig(path, dpi=110)

@@ -224,6 +224,7 @@ def demo(out, model):
     from segkit.demo import run_demo
 
     report = run_demo(out, model)
+    click.echo(f"model: {report['model']}")
     click.echo(report["table"])
     if "note" in report:
         click.echo(f"note: {report['note']}")

@@ -1,0 +1,45 @@
+"""Record the masks the shipped weights give on the bundled sample (run by hand, on TensorFlow).
+
+    python tools/pretrained_reference.py
+
+Writes ``tests/vectors/pretrained_masks.npz``: for each shipped ``model.tag``, the weights'
+SHA-256 and the thresholded 256x256 masks of the bundled slices. The test suite checks that
+every backend gives the same masks; rerun this after retraining.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from segkit import data, weights
+from segkit.demo import sample_dir
+from segkit.inference import image_files, load_model
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGET = ROOT / "tests/vectors/pretrained_masks.npz"
+
+
+def reference_masks(name: str) -> np.ndarray:
+    """Masks ``(N, 256, 256)`` of the bundled slices, in file order, at the model's size."""
+    segmenter = load_model(name)
+    paths = image_files([sample_dir() / "images"])
+    images = [data.read_image(p, segmenter.prep.channels) for p in paths]
+    return segmenter.predict(images)[..., 0] > 0.5
+
+
+def main() -> None:
+    arrays = {}
+    for name in weights.available():
+        model, tag = name.split(".")
+        masks = reference_masks(name)
+        arrays[f"{name}.masks"] = np.packbits(masks, axis=-1)
+        arrays[f"{name}.sha256"] = np.array(weights.PRETRAINED[(model, tag)].sha256)
+        print(name, masks.shape, f"{masks.mean():.4f} foreground")
+    np.savez_compressed(TARGET, **arrays)
+    print("wrote", TARGET)
+
+
+if __name__ == "__main__":
+    main()
