@@ -40,7 +40,7 @@ PRETRAINED: dict[tuple[str, str], Pretrained] = {
         "resunet-figshare.npz",
         "c949bcde04a6c5c6a691dd3546df66f3368b150641ce7d86c0ae33ceb04c015e",
         description="The notebook's ResUNET on Figshare brain tumour slices (256x256, /255); "
-        "per-image test Dice 0.716 on held-out patient blocks (see the model card).",
+        "per-image test Dice 0.715 on held-out patient blocks (see the model card).",
     ),
 }
 
