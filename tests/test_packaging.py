@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from segkit import weights
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -34,7 +36,7 @@ def wheel(tmp_path_factory) -> Path:
     return built
 
 
-def test_wheel_carries_code_sample_and_licence_notes(wheel):
+def test_wheel_carries_code_sample_weights_and_licence_notes(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     for required in (
         "segkit/__init__.py",
@@ -44,6 +46,7 @@ def test_wheel_carries_code_sample_and_licence_notes(wheel):
         "segkit/sample/labels.csv",
         "segkit/sample/images/955.png",
         "segkit/sample/masks/955_mask.png",
+        *(f"segkit/weights/{entry.filename}" for entry in weights.PRETRAINED.values()),
     ):
         assert required in names, required
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
@@ -86,3 +89,6 @@ def test_installed_wheel_runs_the_demo(wheel, tmp_path):
     )
     assert demo.returncode == 0, demo.stderr
     assert (tmp_path / "demo" / "report.json").is_file()
+    # The demo found the wheel's own weights file (the checksum is verified on load).
+    assert demo.stdout.splitlines()[0] in {f"model: {name}" for name in weights.available()}
+    assert "RANDOM" not in demo.stderr
