@@ -6,8 +6,8 @@ A *model spec* names what to run, in one of four forms:
 * a ``.keras`` file,
 * an ``.onnx`` file exported by `segkit.export` (runs on onnxruntime, no deep-learning
   backend needed),
-* a registry name with shipped weights: ``"unet"`` with ``weights="figshare"``, or
-  ``"unet.figshare"``.
+* a registry name with shipped weights: ``"resunet"`` with ``weights="figshare"``, or
+  ``"resunet.figshare"``.
 """
 
 from __future__ import annotations

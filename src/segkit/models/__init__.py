@@ -27,7 +27,8 @@ def get(name: str, *, weights: str | None = None, **config) -> keras.Model:
     """Build the model registered as ``name`` with keyword ``config``.
 
     Args:
-        name: a registered name, optionally with a weights tag: ``"unet"`` or ``"unet.figshare"``.
+        name: a registered name, optionally with a weights tag: ``"resunet"`` or
+            ``"resunet.figshare"``.
         weights: tag of shipped trained weights to load (e.g. ``"figshare"``); see
             `segkit.weights.available`. Same as the name's tag.
         **config: the builder's arguments (``input_shape``, ``num_classes``, ...).

@@ -104,6 +104,6 @@ def describe(name: str) -> str:
 
 
 def split_name(name: str) -> tuple[str, str | None]:
-    """Split ``"unet.figshare"`` into ``("unet", "figshare")``; a bare name has no tag."""
+    """Split ``"resunet.figshare"`` into ``("resunet", "figshare")``; a bare name has no tag."""
     model, _, tag = name.partition(".")
     return model, (tag or None)
