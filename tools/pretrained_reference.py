@@ -4,7 +4,8 @@
 
 Writes ``tests/vectors/pretrained_masks.npz``: for each shipped ``model.tag``, the weights'
 SHA-256 and the thresholded 256x256 masks of the bundled slices. The test suite checks that
-every backend gives the same masks; rerun this after retraining.
+every backend gives the same masks (with ``reference_masks``, so both compute them one way);
+rerun this after retraining.
 """
 
 from __future__ import annotations
