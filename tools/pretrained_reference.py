@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from segkit import data, weights
+from segkit._io import atomic_path
 from segkit.demo import sample_dir
 from segkit.inference import image_files, load_model
 
@@ -38,7 +39,8 @@ def main() -> None:
         arrays[f"{name}.masks"] = np.packbits(masks, axis=-1)
         arrays[f"{name}.sha256"] = np.array(weights.PRETRAINED[(model, tag)].sha256)
         print(name, masks.shape, f"{masks.mean():.4f} foreground")
-    np.savez_compressed(TARGET, **arrays)
+    with atomic_path(TARGET) as tmp:
+        np.savez_compressed(tmp, **arrays)
     print("wrote", TARGET)
 
 

@@ -20,6 +20,7 @@ import numpy as np
 
 import segkit
 from segkit import training, weights
+from segkit._io import write_json
 from segkit.inference import load_model
 from segkit.reports import evaluate, format_table
 
@@ -89,7 +90,7 @@ def main() -> None:
     }
 
     if args.score_above is not None and state.best_dice <= args.score_above:
-        (out / "card.json").write_text(json.dumps(card, indent=2))
+        write_json(out / "card.json", card)
         print(
             f"best validation Dice {state.best_dice:.4f} does not beat {args.score_above}: "
             "test blocks not scored, nothing packaged"
@@ -121,7 +122,7 @@ def main() -> None:
         originals = evaluate(out, args.originals, out / "originals_report.json")
         print(format_table(originals))
         card["originals"] = {k: v for k, v in originals.items() if k != "images"}
-    (out / "card.json").write_text(json.dumps(card, indent=2))
+    write_json(out / "card.json", card)
     print(
         json.dumps(
             {
