@@ -13,16 +13,40 @@ The overlap losses share a small functional core, `soft_dice_score`,
 
 The notebook's loss, ``1 - (2*sum(y*p) + 1) / (sum(y) + sum(p) + 1)`` summed over the whole
 batch, is ``DiceLoss(smooth=1.0, per_image=False)`` (the defaults).
+
+Losses are also found by name, with their arguments, which is how `segkit.train` builds them:
+
+```python
+from segkit import losses
+
+losses.list()                                        # ['bce_dice', 'dice', 'focal', ...]
+loss = losses.get("tversky", mode="binary", alpha=0.3, beta=0.7)
+```
+
+`register` adds a loss in-process; other packages add theirs through the ``segkit.losses``
+entry-point group, loaded the first time the registry is asked anything.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import ast
+import builtins
+import difflib
+import fnmatch
+import importlib.metadata
+import inspect
+import json
+import warnings
+from collections.abc import Callable, Sequence
 
 import keras
 from keras import ops
 
 __all__ = [
+    "register",
+    "list",
+    "get",
+    "parse_loss_args",
     "soft_dice_score",
     "soft_jaccard_score",
     "soft_tversky_score",
@@ -35,6 +59,161 @@ __all__ = [
 ]
 
 MODES = ("binary", "multiclass", "multilabel")
+ENTRY_POINT_GROUP = "segkit.losses"
+
+# Registered loss classes and factory functions by name; the built-in ones register below.
+_losses: dict[str, Callable[..., keras.losses.Loss]] = {}
+_plugins_loaded = False
+
+
+def register(name: str | None = None) -> Callable[[Callable], Callable]:
+    """Decorator that registers a loss class or factory function under ``name``.
+
+    ``name`` defaults to the class's or function's ``__name__``. The loss must accept a
+    ``mode`` keyword (``"binary"``, ``"multiclass"`` or ``"multilabel"``), because
+    `segkit.train` passes the mode that matches the model's output.
+
+    Raises:
+        ValueError: if the name is already taken, or the loss does not accept ``mode``.
+    """
+
+    def decorator(loss: Callable) -> Callable:
+        key = name or loss.__name__
+        _check_registrable(key, loss)
+        _losses[key] = loss
+        return loss
+
+    return decorator
+
+
+def list(pattern: str = "*") -> builtins.list[str]:  # noqa: A001  (as segkit.models.list)
+    """Sorted names of the registered losses matching a shell-style wildcard ``pattern``."""
+    _load_plugins()
+    return sorted(name for name in _losses if fnmatch.fnmatchcase(name, pattern))
+
+
+def get(name: str, /, **kwargs) -> keras.losses.Loss:
+    """The loss registered as ``name``, built with the keyword arguments ``kwargs``.
+
+    ``get("dice", mode="binary")`` is ``DiceLoss(mode="binary")``;
+    ``get("tversky", mode="binary", alpha=0.3, beta=0.7)`` passes the Tversky weights.
+
+    Raises:
+        KeyError: for an unknown name, listing the closest and all registered names.
+        ValueError: for a keyword the loss does not take, listing those it takes.
+    """
+    _load_plugins()
+    try:
+        factory = _losses[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, _losses, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise KeyError(
+            f"unknown loss {name!r}.{hint} Registered losses: {', '.join(list())}"
+        ) from None
+    accepted = _accepted_keywords(factory)
+    unknown = [key for key in kwargs if accepted is not None and key not in accepted]
+    if unknown:
+        raise ValueError(
+            f"loss {name!r} does not take {', '.join(map(repr, unknown))}; "
+            f"it takes {', '.join(accepted)}"
+        )
+    return factory(**kwargs)
+
+
+def parse_loss_args(pairs: Sequence[str]) -> dict:
+    """Loss arguments from ``key=value`` strings, as ``segkit train --loss-arg`` gives them.
+
+    A value is read as JSON (``0.3``, ``true``, ``[0, 1, 1]``), else as a Python literal
+    (``True``, ``None``), else kept as text: ``["alpha=0.3", "reduction=sum"]`` gives
+    ``{"alpha": 0.3, "reduction": "sum"}``.
+
+    Raises:
+        ValueError: for a pair without ``=``, with an empty key, or a key given twice.
+    """
+    args = {}
+    for pair in pairs:
+        key, equals, text = pair.partition("=")
+        key = key.strip()
+        if not equals or not key:
+            raise ValueError(f"loss argument {pair!r} is not of the form key=value")
+        if key in args:
+            raise ValueError(f"loss argument {key!r} is given twice")
+        args[key] = _parse_value(text)
+    return args
+
+
+def _parse_value(text: str):
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _accepted_keywords(loss: Callable) -> builtins.list[str] | None:
+    """The keyword arguments ``loss`` takes, in signature order; None when it takes any.
+
+    A class's ``**kwargs`` is followed up its ``__init__`` chain, since the losses here pass
+    theirs on to their base class (``TverskyLoss(mode=...)`` reaches ``_OverlapLoss``).
+    """
+    if inspect.isclass(loss):
+        signatures = [
+            builtins.list(inspect.signature(vars(cls)["__init__"]).parameters.values())[1:]
+            for cls in inspect.getmro(loss)
+            if "__init__" in vars(cls)
+        ]
+    else:
+        signatures = [builtins.list(inspect.signature(loss).parameters.values())]
+    keyword_kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    accepted: dict[str, None] = {}
+    for parameters in signatures:
+        accepted.update(dict.fromkeys(p.name for p in parameters if p.kind in keyword_kinds))
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+            return builtins.list(accepted)
+    return None
+
+
+def _check_registrable(name: str, loss: Callable) -> None:
+    if name in _losses and _losses[name] is not loss:
+        existing = _losses[name]
+        raise ValueError(
+            f"loss name {name!r} is already registered by "
+            f"{existing.__module__}.{existing.__qualname__}; choose another name"
+        )
+    accepted = _accepted_keywords(loss)
+    if accepted is not None and "mode" not in accepted:
+        raise ValueError(
+            f"loss {name!r} ({loss.__module__}.{loss.__qualname__}) must accept a 'mode' "
+            "argument: segkit.train passes 'binary' or 'multiclass'"
+        )
+
+
+def _load_plugins() -> None:
+    """Load every ``segkit.losses`` entry point once; a broken plugin only warns."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            loaded = entry.load()
+            # An entry point names a loss class or factory, or a module whose import registers.
+            if not inspect.ismodule(loaded):
+                if not callable(loaded):
+                    raise TypeError("it names neither a loss class, a function nor a module")
+                _check_registrable(entry.name, loaded)
+                _losses[entry.name] = loaded
+        except Exception as exc:  # a plugin's failure must not take the registry down
+            warnings.warn(
+                f"segkit: loss plugin {entry.name!r} ({entry.value}) is skipped: "
+                f"{type(exc).__name__}: {exc}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
 
 def _tp_fp_fn(y_true, y_pred, axis):
@@ -257,6 +436,7 @@ class _OverlapLoss(keras.losses.Loss):
         return config
 
 
+@register("dice")
 @keras.saving.register_keras_serializable(package="segkit")
 class DiceLoss(_OverlapLoss):
     """Soft Dice loss ``1 - Dice``.
@@ -285,6 +465,7 @@ class DiceLoss(_OverlapLoss):
         return soft_dice_score(y_true, y_pred, self.smooth, self.eps, axis=axis)
 
 
+@register("jaccard")
 @keras.saving.register_keras_serializable(package="segkit")
 class JaccardLoss(_OverlapLoss):
     """Soft Jaccard (IoU) loss ``1 - IoU``; arguments as `DiceLoss`."""
@@ -296,6 +477,7 @@ class JaccardLoss(_OverlapLoss):
         return soft_jaccard_score(y_true, y_pred, self.smooth, self.eps, axis=axis)
 
 
+@register("tversky")
 @keras.saving.register_keras_serializable(package="segkit")
 class TverskyLoss(_OverlapLoss):
     """Tversky loss ``1 - TP / (TP + alpha*FP + beta*FN)`` (Salehi et al., 2017).
@@ -320,6 +502,7 @@ class TverskyLoss(_OverlapLoss):
         return {**super().get_config(), "alpha": self.alpha, "beta": self.beta}
 
 
+@register("focal_tversky")
 @keras.saving.register_keras_serializable(package="segkit")
 class FocalTverskyLoss(TverskyLoss):
     """Focal Tversky loss ``(1 - Tversky)**gamma`` per class (Abraham and Khan, 2019).
@@ -346,6 +529,7 @@ class FocalTverskyLoss(TverskyLoss):
         return {**super().get_config(), "gamma": self.gamma}
 
 
+@register("focal")
 @keras.saving.register_keras_serializable(package="segkit")
 class FocalLoss(keras.losses.Loss):
     """Focal loss ``-alpha_t * (1 - p_t)**gamma * log(p_t)`` (Lin et al., 2017), mean per image.
@@ -413,6 +597,7 @@ class FocalLoss(keras.losses.Loss):
         return config
 
 
+@register("bce_dice")
 @keras.saving.register_keras_serializable(package="segkit")
 class BCEDiceLoss(keras.losses.Loss):
     """``bce_weight * cross-entropy + dice_weight * DiceLoss``, the usual combined loss.
