@@ -152,17 +152,23 @@ def test_bce_dice_loss_matches_numpy(binary_batch):
     np.testing.assert_allclose(value(loss, y, logits), expected, **TOL)
 
 
-def test_logits_stay_finite_when_saturated():
+def test_saturated_logits_give_exact_losses():
+    # Both pixels are confidently wrong: sigmoid(-200) is 0 and sigmoid(200) is 1 in float32.
     y = np.array([[[[1.0], [0.0]]]], np.float32)
     logits = np.array([[[[-200.0], [200.0]]]], np.float32)
-    for loss in (
-        losses.FocalLoss(from_logits=True),
-        losses.BCEDiceLoss(from_logits=True),
-        losses.DiceLoss(from_logits=True),
-    ):
-        assert np.isfinite(value(loss, y, logits))
-    # log-sigmoid keeps the cross-entropy exact: -log(sigmoid(-200)) = 200.
-    np.testing.assert_allclose(value(losses.FocalLoss(gamma=0.0, from_logits=True), y, logits), 200)
+    # log-sigmoid keeps each pixel's cross-entropy exact: -log(sigmoid(-200)) = 200.
+    cross_entropy = 200.0
+    # Dice of p = (0, 1) against y = (1, 0) with smooth 1: (2*0 + 1) / (1 + 1 + 1).
+    dice_loss = 1 - 1 / 3
+    expected = [
+        # p_t = 0, so the focal factor (1 - p_t)**2 is 1 and focal equals cross-entropy.
+        (losses.FocalLoss(from_logits=True), cross_entropy),
+        (losses.FocalLoss(gamma=0.0, from_logits=True), cross_entropy),
+        (losses.BCEDiceLoss(from_logits=True), 0.5 * cross_entropy + 0.5 * dice_loss),
+        (losses.DiceLoss(from_logits=True), dice_loss),
+    ]
+    for loss, loss_value in expected:
+        np.testing.assert_allclose(value(loss, y, logits), loss_value, **TOL)
 
 
 def gradient(loss, y_true, y_pred):
