@@ -1,4 +1,9 @@
-"""Converting masks between representations: index lists, run-length strings, one-hot.
+"""Masks and their representations: thresholding, checking, index lists, run-length strings,
+one-hot.
+
+This is the one place that turns numbers into masks: probabilities (`binarize`, `to_mask`),
+pixel values read from files (`from_pixel_values`) and anything claimed to be binary
+(`as_binary`). Resizing lives in `segkit.resize`.
 
 A binary mask is an integer or boolean array holding only 0 and 1. The functions here are
 vectorised numpy (no Python loops over pixels) and check their inputs: anything that is not
@@ -25,6 +30,8 @@ __all__ = [
     "rle_encode",
     "rle_decode",
     "binarize",
+    "to_mask",
+    "from_pixel_values",
     "one_hot",
     "from_one_hot",
 ]
@@ -249,6 +256,29 @@ def binarize(prob, threshold: float = 0.5) -> np.ndarray:
     if np.issubdtype(prob.dtype, np.floating) and np.isnan(prob).any():
         raise ValueError("prob contains NaN")
     return (prob > threshold).astype(np.uint8)
+
+
+def to_mask(probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """``uint8 (H, W)`` mask from ``(H, W, K)`` probabilities: `binarize` of the one channel, or
+    the most probable class where there are several channels."""
+    if probs.shape[-1] == 1:
+        return binarize(probs[..., 0], threshold)
+    return np.argmax(probs, axis=-1).astype(np.uint8)
+
+
+def from_pixel_values(pixels) -> np.ndarray:
+    """A mask image's pixel values, 0/255 or 0/1, as a ``uint8`` mask in {0, 1}.
+
+    Raises:
+        ValueError: the image holds other values; the message lists them.
+    """
+    pixels = np.asarray(pixels)
+    high = int(pixels.max()) if pixels.size else 0
+    if high not in (0, 1, 255) or np.any((pixels != 0) & (pixels != high)):
+        values = np.unique(pixels)
+        shown = ", ".join(str(v) for v in values[:8]) + (", ..." if len(values) > 8 else "")
+        raise ValueError(f"not binary: values {shown} (expected 0/255 or 0/1)")
+    return (pixels != 0).astype(np.uint8)
 
 
 def one_hot(labels, num_classes: int) -> np.ndarray:

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from segkit.data.augment import Augment
 from segkit.data.cache import SampleCache
+from segkit.data.errors import DataError, Problem
+from segkit.data.imagefiles import IMAGE_SUFFIXES
 from segkit.data.inspection import InspectionReport, inspect
 from segkit.data.loading import load_arrays
 from segkit.data.preprocess import (
@@ -33,7 +35,7 @@ from segkit.data.preprocess import (
     resize_image,
     resize_mask,
 )
-from segkit.data.samples import LAYOUTS, DataError, Problem, Sample, detect_layout, find_samples
+from segkit.data.samples import LAYOUTS, Sample, detect_layout, find_samples
 from segkit.data.splits import Split, split_samples
 
 
@@ -48,6 +50,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "IMAGE_SUFFIXES",
     "LAYOUTS",
     "LGG_CHANNELS",
     "Augment",

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from segkit.data.errors import DataError, Problem
 from segkit.data.preprocess import read_pair
-from segkit.data.samples import DataError, Problem, Sample, scan
+from segkit.data.samples import Sample, scan
 
 
 @dataclass

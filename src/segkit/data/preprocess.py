@@ -14,9 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from segkit.data.samples import DataError, Sample
+from segkit import masks
+from segkit.data.errors import DataError
+from segkit.data.imagefiles import image_size, is_tiff, mat_size, read_array, read_mat
+from segkit.data.samples import Sample
+from segkit.resize import resize_image, resize_mask
 
 #: The three LGG MRI sequences, in the order the TIFF channels store them.
 LGG_CHANNELS = ("pre-contrast", "flair", "post-contrast")
@@ -145,7 +148,7 @@ def read_pair(sample: Sample, channels: int | tuple = 1) -> tuple[np.ndarray, np
         DataError: as `decode`.
     """
     if sample.layout == "figshare-mat":
-        image, mask = _read_mat(sample.image)
+        image, mask = read_mat(sample.image)
         image = _pick_channels(image[..., None], channels, sample)
     else:
         image = _read_image(sample, channels)
@@ -166,110 +169,27 @@ def read_mask(sample: Sample) -> np.ndarray:
         ``uint8 (H, W)`` in {0, 1}.
     """
     if sample.layout == "figshare-mat":
-        return _binary_mask(_read_mat(sample.mask)[1], sample.mask)
+        return _binary_mask(read_mat(sample.mask)[1], sample.mask)
     return _binary_mask(_read_mask_file(sample.mask), sample.mask)
 
 
 def original_size(sample: Sample) -> tuple[int, int]:
     """The image's ``(height, width)`` on disk, read from the file's header only."""
-    path = sample.image
-    try:
-        if sample.layout == "figshare-mat":
-            import h5py
-
-            with h5py.File(path, "r") as f:
-                width, height = f["cjdata/image"].shape  # stored transposed (column-major)
-            return height, width
-        if path.suffix.lower() in (".tif", ".tiff"):
-            import tifffile
-
-            with tifffile.TiffFile(path) as tif:
-                return tuple(tif.pages[0].shape[:2])
-        with Image.open(path) as im:
-            return im.height, im.width
-    except (OSError, KeyError, ValueError) as exc:
-        raise DataError(f"cannot read {path}: {exc}", path) from exc
-
-
-def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize a ``uint8 (H, W, C)`` image to ``size`` with anti-aliasing.
-
-    Uses Pillow's bilinear filter, which widens with the reduction factor when shrinking (the
-    anti-aliasing skimage's ``resize`` adds), channel by channel.
-    """
-    height, width = size
-    if image.shape[:2] == (height, width):
-        return image
-    channels = [
-        np.asarray(
-            Image.fromarray(image[..., c]).resize((width, height), Image.Resampling.BILINEAR)
-        )
-        for c in range(image.shape[-1])
-    ]
-    return np.stack(channels, axis=-1)
-
-
-def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize a ``(H, W)`` mask in {0, 1} to ``size``: area-average, then threshold at 0.5."""
-    height, width = size
-    if mask.shape == (height, width):
-        return mask
-    resized = Image.fromarray(mask.astype(np.float32)).resize((width, height), Image.Resampling.BOX)
-    return (np.asarray(resized) >= 0.5).astype(np.uint8)
-
-
-def read_mat_fields(path: Path) -> tuple[int, str]:
-    """Label and patient ID of a Figshare ``.mat`` file, without reading its pixels."""
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as f:
-            data = f["cjdata"]
-            label = int(np.asarray(data["label"]).ravel()[0])
-            patient = _matlab_string(data["PID"])
-    except (OSError, KeyError, ValueError, IndexError) as exc:
-        raise DataError(f"cannot read {path}: {exc}", path) from exc
-    return label, patient
-
-
-def _matlab_string(dataset) -> str:
-    # MATLAB stores char arrays as uint16 character codes.
-    return "".join(chr(c) for c in np.asarray(dataset).ravel() if c)
-
-
-def _read_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Image (scaled to uint8) and raw mask of a Figshare MATLAB v7.3 file."""
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as f:
-            # MATLAB writes column-major, so h5py sees the transpose of each array.
-            image = np.asarray(f["cjdata/image"]).T
-            mask = np.asarray(f["cjdata/tumorMask"]).T
-    except (OSError, KeyError, ValueError) as exc:
-        raise DataError(f"cannot read {path}: {exc}", path) from exc
-    return _to_uint8(image), mask
-
-
-def _to_uint8(image: np.ndarray) -> np.ndarray:
-    """Scale an int16 scan to 0..255 by its own range, as the published PNG copies were made."""
-    image = image.astype(np.float32)
-    low, high = float(image.min()), float(image.max())
-    if high <= low:
-        return np.zeros(image.shape, np.uint8)
-    return np.rint((image - low) * (255 / (high - low))).astype(np.uint8)
+    if sample.layout == "figshare-mat":
+        return mat_size(sample.image)
+    return image_size(sample.image)
 
 
 def _read_image(sample: Sample, channels: int | tuple) -> np.ndarray:
     """The image as ``uint8 (H, W, C)`` with the requested channels."""
     path = sample.image
-    if path.suffix.lower() in (".tif", ".tiff"):
-        image = _read_array(path, "RGB")  # the mode only matters for non-TIFF files
+    if is_tiff(path):
+        image = read_array(path, "RGB")  # the mode only matters for non-TIFF files
         if image.ndim == 2:
             image = image[..., None]
         return _pick_channels(image, channels, sample)
     mode = "L" if channels == 1 else "RGB"
-    image = _read_array(path, mode)
+    image = read_array(path, mode)
     return _pick_channels(image if image.ndim == 3 else image[..., None], channels, sample)
 
 
@@ -294,39 +214,16 @@ def _pick_channels(image: np.ndarray, channels: int | tuple, sample: Sample) -> 
 
 
 def _read_mask_file(path: Path) -> np.ndarray:
-    mask = _read_array(path, "L")
+    mask = read_array(path, "L")
     return mask[..., 0] if mask.ndim == 3 else mask  # a TIFF mask saved as RGB
 
 
-def _read_array(path: Path, mode: str) -> np.ndarray:
-    """Decode an image file to ``uint8``: Pillow converts to ``mode``, TIFF stays as stored."""
-    try:
-        if path.suffix.lower() in (".tif", ".tiff"):
-            import tifffile
-
-            array = tifffile.imread(path)
-        else:
-            with Image.open(path) as im:
-                if im.mode.startswith(("I", "F")):  # converting would clip >8-bit values
-                    raise DataError(f"{path}: expected 8-bit pixels, found mode {im.mode}", path)
-                array = np.asarray(im.convert(mode) if im.mode != mode else im)
-    except DataError:
-        raise
-    except Exception as exc:  # decoders raise many types (OSError, SyntaxError, struct.error)
-        raise DataError(f"cannot read {path}: {exc}", path) from exc
-    if array.dtype != np.uint8:
-        raise DataError(f"{path}: expected 8-bit pixels, found {array.dtype}", path)
-    return array
-
-
 def _binary_mask(mask: np.ndarray, path: Path) -> np.ndarray:
-    """Check that a mask holds {0, 255} or {0, 1} and return it as {0, 1}."""
-    high = int(mask.max()) if mask.size else 0
-    if high not in (0, 1, 255) or np.any((mask != 0) & (mask != high)):
-        values = np.unique(mask)
-        shown = ", ".join(str(v) for v in values[:8]) + (", ..." if len(values) > 8 else "")
-        raise DataError(f"mask {path} is not binary: values {shown} (expected 0/255 or 0/1)", path)
-    return (mask != 0).astype(np.uint8)
+    """A mask file's 0/255 or 0/1 pixels as {0, 1}; anything else is an error naming the file."""
+    try:
+        return masks.from_pixel_values(mask)
+    except ValueError as exc:
+        raise DataError(f"mask {path} is {exc}", path) from None
 
 
 def read_image(path: str | Path, channels: int | tuple = 1) -> np.ndarray:
@@ -339,7 +236,7 @@ def read_image(path: str | Path, channels: int | tuple = 1) -> np.ndarray:
         DataError: the file cannot be read or lacks the channels asked for.
     """
     path = Path(path)
-    layout = "lgg" if path.suffix.lower() in (".tif", ".tiff") else "folders"
+    layout = "lgg" if is_tiff(path) else "folders"
     return _read_image(Sample(key=path.stem, image=path, mask=path, layout=layout), channels)
 
 

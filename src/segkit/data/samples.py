@@ -9,6 +9,9 @@
 
 Finding samples only lists files (and, for ``.mat`` files, reads the small label and patient
 fields); pixels are read later, by `segkit.data.preprocess`.
+
+``DataError``, ``Problem`` and ``IMAGE_SUFFIXES`` are re-exported here from the modules that
+define them (`segkit.data.errors`, `segkit.data.imagefiles`).
 """
 
 from __future__ import annotations
@@ -21,46 +24,14 @@ from typing import Literal
 
 import natsort
 
+from segkit.data.errors import DataError, Problem
+from segkit.data.imagefiles import IMAGE_SUFFIXES, read_mat_fields
+
 #: Layout names accepted by `find_samples` (besides ``"auto"``).
 LAYOUTS = ("folders", "figshare-mat", "lgg")
 
-#: File suffixes read as images in the ``"folders"`` layout.
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-
 # "1220 (1).png": the name a browser or file manager gives a second download of 1220.png.
 _COPY_PATTERN = re.compile(r"^(?P<key>.+?) \(\d+\)$")
-
-
-class DataError(ValueError):
-    """Input data that segkit cannot use; the message names the file(s) at fault.
-
-    Attributes:
-        path: the file at fault, where there is one.
-    """
-
-    def __init__(self, message: str, path: str | Path | None = None) -> None:
-        super().__init__(message)
-        self.path = path
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with a data folder, as found by `find_samples` or inspection.
-
-    Attributes:
-        file: the file (or folder) at fault.
-        problem: what is wrong, in words (``"missing mask"``, ``"duplicate of 12.png"``, ...).
-    """
-
-    file: str
-    problem: str
-
-    def to_dict(self) -> dict[str, str]:
-        """The problem as ``{"file": ..., "problem": ...}``."""
-        return {"file": self.file, "problem": self.problem}
-
-    def __str__(self) -> str:
-        return f"{self.file}: {self.problem}"
 
 
 @dataclass(frozen=True)
@@ -261,8 +232,6 @@ def _read_labels(path: Path) -> dict[str, tuple[int, str | None]]:
 
 
 def _scan_figshare_mat(root: Path) -> tuple[list[Sample], list[Problem]]:
-    from segkit.data.preprocess import read_mat_fields
-
     problems: list[Problem] = []
     # The release unzips into four folders (brainTumorDataPublic_1-766, ...): search below root.
     files = _by_key(list(root.rglob("*.mat")), lambda p: p.stem, problems)

@@ -19,7 +19,8 @@ import natsort
 import numpy as np
 
 from segkit._io import write_json
-from segkit.data.samples import DataError, Sample
+from segkit.data.errors import DataError
+from segkit.data.samples import Sample
 
 METHODS = ("random", "group", "blocks")
 
