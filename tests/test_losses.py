@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.metadata
+import sys
+import textwrap
+
 import keras
 import numpy as np
 import pytest
@@ -260,3 +265,279 @@ def test_trains_a_tiny_model():
     model.compile(optimizer="adam", loss=losses.BCEDiceLoss(from_logits=True))
     history = model.fit(x, y, epochs=2, batch_size=2, verbose=0)
     assert np.all(np.isfinite(history.history["loss"]))
+
+
+# --- Finding losses by name ---------------------------------------------------------------
+
+BUILTIN_LOSSES = {
+    "dice": losses.DiceLoss,
+    "bce_dice": losses.BCEDiceLoss,
+    "jaccard": losses.JaccardLoss,
+    "focal": losses.FocalLoss,
+    "tversky": losses.TverskyLoss,
+    "focal_tversky": losses.FocalTverskyLoss,
+}
+
+# Arguments other than the defaults, so that a lost setting shows in a round trip.
+NON_DEFAULT_ARGS = {
+    "dice": {"smooth": 0.5, "per_image": True},
+    "bce_dice": {"bce_weight": 0.3, "dice_weight": 0.7},
+    "jaccard": {"smooth": 0.0},
+    "focal": {"gamma": 1.5, "alpha": 0.25},
+    "tversky": {"alpha": 0.2, "beta": 0.8},
+    "focal_tversky": {"gamma": 0.5},
+}
+
+
+def test_builtin_losses_are_listed():
+    assert set(BUILTIN_LOSSES) <= set(losses.list())
+    assert losses.list("*tversky") == ["focal_tversky", "tversky"]
+    assert losses.list("nothing*") == []
+
+
+@pytest.mark.parametrize("name", BUILTIN_LOSSES)
+def test_get_builds_the_class_with_its_defaults(name, binary_batch):
+    y, _, p = binary_batch
+    loss = losses.get(name, mode="binary")
+    expected = BUILTIN_LOSSES[name](mode="binary")
+    assert type(loss) is type(expected)
+    assert loss.get_config() == expected.get_config()
+    np.testing.assert_allclose(value(loss, y, p), value(expected, y, p), **TOL)
+
+
+@pytest.mark.parametrize("name", BUILTIN_LOSSES)
+def test_every_builtin_loss_takes_the_mode_the_trainer_passes(name):
+    assert losses.get(name, mode="multiclass").get_config()["mode"] == "multiclass"
+
+
+def test_get_passes_tversky_weights_to_the_formula(binary_batch):
+    y, _, p = binary_batch
+    tp, fp, fn = (y * p).sum(), ((1 - y) * p).sum(), (y * (1 - p)).sum()
+    for alpha, beta in ((0.5, 0.5), (0.2, 0.8), (0.9, 0.1)):
+        # Pooled over the batch with smooth 1, the defaults.
+        expected = 1 - (tp + 1) / (tp + alpha * fp + beta * fn + 1)
+        loss = losses.get("tversky", mode="binary", alpha=alpha, beta=beta)
+        np.testing.assert_allclose(value(loss, y, p), expected, **TOL)
+
+
+def test_get_passes_name_on_to_the_loss():
+    # get's own first argument is positional-only, so a loss's ``name`` argument gets through.
+    assert losses.get("dice", name="lesion_dice").name == "lesion_dice"
+
+
+def test_unknown_loss_lists_close_matches_and_all_names():
+    with pytest.raises(KeyError, match="unknown loss 'tverski'. Did you mean 'tversky'") as info:
+        losses.get("tverski")
+    assert "Registered losses: bce_dice, dice, focal, focal_tversky, jaccard, tversky" in str(
+        info.value
+    )
+
+
+def test_keyword_a_loss_does_not_take_is_a_clear_error():
+    with pytest.raises(
+        ValueError, match="loss 'tversky' does not take 'alhpa'; it takes alpha, beta"
+    ):
+        losses.get("tversky", mode="binary", alhpa=0.3)
+    # Arguments a base class takes through **kwargs are accepted, others are not.
+    with pytest.raises(ValueError, match="loss 'dice' does not take 'gamma'.*per_image"):
+        losses.get("dice", per_image=True, gamma=2.0)
+
+
+@pytest.fixture
+def scratch_registry(monkeypatch):
+    """Registrations and plugins of a test vanish after it."""
+    monkeypatch.setattr(losses, "_losses", dict(losses._losses))
+    monkeypatch.setattr(losses, "_plugins_loaded", False)
+
+
+class ScaledAbsoluteError(keras.losses.Loss):
+    """A stand-in loss: ``scale * mean|y - p|``."""
+
+    def __init__(self, mode="binary", scale=1.0, name="scaled_absolute_error", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.mode = mode
+        self.scale = scale
+
+    def call(self, y_true, y_pred):
+        return self.scale * keras.ops.mean(keras.ops.abs(y_true - y_pred))
+
+
+def test_register_a_class_and_a_factory_in_process(scratch_registry, binary_batch):
+    y, _, p = binary_batch
+    losses.register("scaled_ae")(ScaledAbsoluteError)
+
+    @losses.register()
+    def smooth_free_dice(mode="binary"):
+        return losses.DiceLoss(mode=mode, smooth=0.0)
+
+    assert {"scaled_ae", "smooth_free_dice"} <= set(losses.list())
+    loss = losses.get("scaled_ae", mode="binary", scale=3.0)
+    np.testing.assert_allclose(value(loss, y, p), 3.0 * np.abs(y - p).mean(), **TOL)
+    dice = losses.get("smooth_free_dice")
+    np.testing.assert_allclose(value(dice, y, p), numpy_dice_loss(y, p, 0.0, False), **TOL)
+    with pytest.raises(
+        ValueError, match="loss 'smooth_free_dice' does not take 'scale'; it takes mode"
+    ):
+        losses.get("smooth_free_dice", scale=3.0)
+
+
+def test_register_refuses_a_taken_name_and_a_loss_without_mode(scratch_registry):
+    with pytest.raises(ValueError, match="'dice' is already registered by segkit.losses.DiceLoss"):
+        losses.register("dice")(ScaledAbsoluteError)
+    with pytest.raises(ValueError, match="loss 'plain' .* must accept a 'mode' argument"):
+
+        @losses.register("plain")
+        def plain(scale=1.0):
+            return ScaledAbsoluteError(scale=scale)
+
+
+class FakePlugins:
+    """``segkit.losses`` entry points to modules written into a folder on ``sys.path``."""
+
+    def __init__(self, folder, monkeypatch):
+        self.folder = folder
+        self.entries = []
+        self.lookups = 0
+        monkeypatch.syspath_prepend(str(folder))
+        monkeypatch.setattr(importlib.metadata, "entry_points", self.entry_points)
+
+    def add(self, module: str, source: str, **entries: str):
+        """Write ``module`` and declare ``name = "value"`` entry points."""
+        (self.folder / f"{module}.py").write_text(textwrap.dedent(source))
+        importlib.invalidate_caches()
+        for name, target in entries.items():
+            self.entries.append(importlib.metadata.EntryPoint(name, target, "segkit.losses"))
+
+    def entry_points(self, *, group):
+        self.lookups += 1
+        return [entry for entry in self.entries if entry.group == group]
+
+
+@pytest.fixture
+def fake_plugins(scratch_registry, tmp_path, monkeypatch):
+    plugins = FakePlugins(tmp_path, monkeypatch)
+    yield plugins
+    # Forget the plugin modules too, so that no later import finds them half-registered.
+    for module in {entry.module for entry in plugins.entries}:
+        sys.modules.pop(module, None)
+
+
+PLUGIN_MODULE = """
+import keras
+
+
+class HalfAbsoluteError(keras.losses.Loss):
+    def __init__(self, mode="binary", name="half_absolute_error", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.mode = mode
+
+    def call(self, y_true, y_pred):
+        return 0.5 * keras.ops.mean(keras.ops.abs(y_true - y_pred))
+"""
+
+
+def test_plugin_entry_points_add_losses_once(fake_plugins, binary_batch):
+    y, _, p = binary_batch
+    fake_plugins.add(
+        "segkit_test_loss_plugin",
+        PLUGIN_MODULE,
+        half_ae="segkit_test_loss_plugin:HalfAbsoluteError",
+    )
+    # An entry point may also name a module whose import registers its losses.
+    fake_plugins.add(
+        "segkit_test_loss_module",
+        """
+        from segkit import losses
+
+
+        @losses.register("module_dice")
+        def module_dice(mode="binary"):
+            return losses.DiceLoss(mode=mode, smooth=0.0)
+        """,
+        anything="segkit_test_loss_module",
+    )
+    names = losses.list()
+    assert {"half_ae", "module_dice", "dice"} <= set(names) and "anything" not in names
+    loss = losses.get("half_ae", mode="binary")
+    np.testing.assert_allclose(value(loss, y, p), 0.5 * np.abs(y - p).mean(), **TOL)
+    assert type(losses.get("module_dice")) is losses.DiceLoss
+    assert fake_plugins.lookups == 1
+
+
+def test_broken_plugins_warn_and_the_rest_still_work(fake_plugins):
+    fake_plugins.add(
+        "segkit_test_broken_loss",
+        "raise ImportError('missing dependency xyz')\n",
+        broken="segkit_test_broken_loss:Loss",
+    )
+    fake_plugins.add(
+        "segkit_test_odd_losses",
+        PLUGIN_MODULE + "\n\ndef no_mode(scale=1.0):\n    return HalfAbsoluteError()\n",
+        no_mode="segkit_test_odd_losses:no_mode",
+        dice="segkit_test_odd_losses:HalfAbsoluteError",
+    )
+    with pytest.warns(RuntimeWarning) as warned:
+        names = losses.list()
+    messages = "\n".join(str(w.message) for w in warned)
+    assert "loss plugin 'broken' (segkit_test_broken_loss:Loss) is skipped" in messages
+    assert "missing dependency xyz" in messages
+    assert "loss plugin 'no_mode'" in messages and "must accept a 'mode' argument" in messages
+    assert "loss plugin 'dice'" in messages and "already registered" in messages
+    assert set(BUILTIN_LOSSES) <= set(names) and not {"broken", "no_mode"} & set(names)
+    assert type(losses.get("dice")) is losses.DiceLoss
+
+
+@pytest.mark.parametrize(
+    ("pairs", "expected"),
+    [
+        ([], {}),
+        (["alpha=0.3", "beta=0.7"], {"alpha": 0.3, "beta": 0.7}),
+        (["per_image=true", "from_logits=False"], {"per_image": True, "from_logits": False}),
+        (["class_weights=[0, 1, 2]", "alpha=null"], {"class_weights": [0, 1, 2], "alpha": None}),
+        (["reduction=sum", "name=a=b"], {"reduction": "sum", "name": "a=b"}),
+        (['name="0.3"', "smooth="], {"name": "0.3", "smooth": ""}),
+    ],
+)
+def test_parse_loss_args(pairs, expected):
+    assert losses.parse_loss_args(pairs) == expected
+
+
+@pytest.mark.parametrize(
+    ("pairs", "message"),
+    [
+        (["alpha"], "loss argument 'alpha' is not of the form key=value"),
+        (["=0.3"], "loss argument '=0.3' is not of the form key=value"),
+        (["alpha=0.3", "alpha=0.4"], "loss argument 'alpha' is given twice"),
+    ],
+)
+def test_parse_loss_args_errors(pairs, message):
+    with pytest.raises(ValueError, match=message):
+        losses.parse_loss_args(pairs)
+
+
+def test_parsed_args_reach_the_loss():
+    args = losses.parse_loss_args(["alpha=0.2", "beta=0.8", "per_image=true"])
+    config = losses.get("tversky", mode="binary", **args).get_config()
+    assert (config["alpha"], config["beta"], config["per_image"]) == (0.2, 0.8, True)
+
+
+@pytest.mark.parametrize("name", BUILTIN_LOSSES)
+def test_from_config_round_trip(name, binary_batch):
+    y, _, p = binary_batch
+    loss = losses.get(name, mode="binary", **NON_DEFAULT_ARGS[name])
+    restored = loss.__class__.from_config(loss.get_config())
+    assert restored.get_config() == loss.get_config()
+    np.testing.assert_allclose(value(restored, y, p), value(loss, y, p), **TOL)
+
+
+@pytest.mark.parametrize("name", BUILTIN_LOSSES)
+def test_compiled_model_saves_and_loads_with_its_loss(name, tmp_path, binary_batch):
+    y, _, p = binary_batch
+    loss = losses.get(name, mode="binary", **NON_DEFAULT_ARGS[name])
+    model = keras.Sequential([keras.Input((6, 5, 1)), keras.layers.Activation("linear")])
+    model.compile(optimizer="adam", loss=loss)
+    model.save(tmp_path / "model.keras")
+    restored = keras.saving.load_model(tmp_path / "model.keras").loss
+    assert type(restored) is type(loss)
+    assert restored.get_config() == loss.get_config()
+    np.testing.assert_allclose(value(restored, y, p), value(loss, y, p), **TOL)
