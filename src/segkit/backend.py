@@ -4,13 +4,20 @@
 `PREFERENCE`, the order measured fastest for training on CPU (see the Benchmarks page).
 With none of them installed segkit still reads data and runs exported ONNX models
 (``segkit[onnx]``); building or training a model then asks for a backend.
+
+It also answers what the current backend and CPU can run: `channels_first_supported` (TensorFlow
+has NCHW convolutions on CPU only with its oneDNN kernels) and `native_bfloat16` (bfloat16 is
+fast only where the hardware computes it).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import sys
+import warnings
+from pathlib import Path
 
 #: Backends in the order segkit prefers them when ``KERAS_BACKEND`` is unset.
 PREFERENCE = ("tensorflow", "torch", "jax")
@@ -57,3 +64,100 @@ def default_data_format() -> str:
     if keras.backend.backend() == "torch":
         return "channels_first"
     return keras.config.image_data_format()
+
+
+def gpu_in_use() -> bool:
+    """Whether the current Keras backend computes on a GPU (or another accelerator)."""
+    import keras
+
+    name = keras.backend.backend()
+    if name == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_logical_devices("GPU"))
+    if name == "torch":
+        import torch
+
+        return torch.cuda.is_available()
+    if name == "jax":
+        import jax
+
+        return jax.default_backend() != "cpu"
+    return False
+
+
+@functools.cache
+def channels_first_supported() -> bool:
+    """Whether models can compute in ``channels_first`` on this backend and device.
+
+    True on torch, JAX and TensorFlow with a GPU. TensorFlow on CPU runs NCHW convolutions only
+    through its oneDNN kernels, which it enables on CPUs with AVX-512 (and which
+    ``TF_ENABLE_ONEDNN_OPTS=0`` turns off); elsewhere it fails with "The Conv2D op currently only
+    supports the NHWC tensor format on the CPU". So on TensorFlow without a GPU this runs the
+    ops segkit's models compute in that layout once, on a tiny tensor, and reports whether they
+    ran. The answer is cached for the process.
+    """
+    import keras
+
+    if keras.backend.backend() != "tensorflow" or gpu_in_use():
+        return True
+    import tensorflow as tf
+
+    ops = keras.ops
+    images = ops.ones((1, 1, 4, 4))
+    kernel = ops.ones((3, 3, 1, 1))
+    try:
+        ops.conv(images, kernel, padding="same", data_format="channels_first")
+        ops.conv_transpose(images, kernel, strides=2, padding="same", data_format="channels_first")
+        ops.max_pool(images, 2, data_format="channels_first")
+    except tf.errors.OpError:  # UnimplementedError or InvalidArgumentError, by TF version
+        return False
+    return True
+
+
+#: Where Linux lists the CPU's features; absent on macOS and Windows.
+CPUINFO = Path("/proc/cpuinfo")
+
+#: CPU features under which bfloat16 is computed natively: x86's AVX-512 BF16 and AMX, and
+#: Arm's BF16 extension.
+NATIVE_BFLOAT16_FEATURES = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def cpu_features() -> frozenset[str]:
+    """The CPU's feature flags as Linux lists them (``avx2``, ``avx512f``, ``amx_bf16``, ...).
+
+    Read from the first processor's ``flags`` (x86) or ``Features`` (Arm) line of
+    ``/proc/cpuinfo``; empty where that file does not exist.
+    """
+    try:
+        text = CPUINFO.read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return frozenset()
+
+
+def native_bfloat16() -> bool:
+    """Whether bfloat16 compute is native here: a GPU is in use, or the CPU has BF16 units.
+
+    Without them (for example an AVX2-only CPU) bfloat16 still works, but emulated in float32
+    arithmetic with conversions, which is slower than plain float32.
+    """
+    return bool(cpu_features() & NATIVE_BFLOAT16_FEATURES) or gpu_in_use()
+
+
+def check_precision(precision: str) -> None:
+    """Warn when ``precision`` runs here, but slower than float32.
+
+    That is ``"mixed_bfloat16"`` without `native_bfloat16`. Other precisions pass silently.
+    """
+    if precision == "mixed_bfloat16" and not native_bfloat16():
+        warnings.warn(
+            "segkit: mixed_bfloat16 is emulated on this CPU (its flags have no avx512_bf16, "
+            "amx_bf16 or bf16), so it trains slower than float32; use precision='float32' here",
+            UserWarning,
+            stacklevel=2,
+        )

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import segkit
+from segkit.models._blocks import resolve_data_format
 from segkit.models.attention_unet import attention_gate
 from segkit.models.flops import count_flops
 
@@ -18,6 +19,10 @@ TINY = {"input_shape": (32, 32, 1), "base_filters": 4, "depth": 2}
 
 def _images(seed: int, shape=(2, 32, 32, 1)) -> np.ndarray:
     return np.random.default_rng(seed).random(shape, dtype=np.float32)
+
+
+def _layouts(model) -> set[str]:
+    return {layer.data_format for layer in model.layers if hasattr(layer, "data_format")}
 
 
 def _predict(model, x) -> np.ndarray:
@@ -111,9 +116,14 @@ def test_keras_file_round_trip_in_safe_mode(name, config, tmp_path):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_layouts_share_weights_and_outputs(name):
+def test_layouts_share_weights_and_outputs(name, build_in_layout):
+    """channels_first computes what channels_last does: natively where it runs, else by
+    falling back to channels_last with a warning (see conftest)."""
     last = segkit.models.get(name, **TINY, data_format="channels_last")
-    first = segkit.models.get(name, **TINY, data_format="channels_first")
+    first, layout = build_in_layout(
+        "channels_first", lambda: segkit.models.get(name, **TINY, data_format="channels_first")
+    )
+    assert _layouts(first) == {layout}
     first.set_weights(last.get_weights())
     x = _images(3)
     np.testing.assert_allclose(_predict(first, x), _predict(last, x), atol=1e-5)
@@ -127,8 +137,11 @@ def test_fast_unet_never_convolves_at_full_resolution():
     assert max(conv.output.shape[1] for conv in convs) == 128
 
 
-@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
-def test_attention_gate_scales_every_channel_by_one_coefficient(data_format):
+@pytest.mark.parametrize("requested", ["channels_last", "channels_first"])
+def test_attention_gate_scales_every_channel_by_one_coefficient(requested, build_in_layout):
+    """In the layout a model asking for ``requested`` computes in here (see conftest)."""
+    data_format, layout = build_in_layout(requested, lambda: resolve_data_format(requested))
+    assert data_format == layout
     skip_shape, gating_shape = ((8, 8, 6), (4, 4, 10))
     if data_format == "channels_first":
         skip_shape, gating_shape = ((6, 8, 8), (10, 4, 4))

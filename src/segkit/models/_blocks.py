@@ -7,18 +7,40 @@ model transposes once after the input and once before the output.
 
 from __future__ import annotations
 
+import warnings
+
 import keras
 from keras import layers
 
-from segkit.backend import default_data_format
+from segkit import backend
+
+#: Why a model asked for channels_first computes in channels_last; one line.
+CHANNELS_FIRST_FALLBACK = (
+    "segkit: TensorFlow cannot run channels_first (NCHW) convolutions on this CPU (they need "
+    "oneDNN, enabled on CPUs with AVX-512, or a GPU); computing in channels_last instead, "
+    "with the same outputs. Ask for data_format='channels_last' to silence this warning."
+)
 
 
 def resolve_data_format(data_format: str | None) -> str:
-    data_format = data_format or default_data_format()
+    """The layout a model computes in: ``data_format``, or the backend's default.
+
+    Falls back to ``channels_last``, with one warning, where ``channels_first`` cannot run (see
+    `segkit.backend.channels_first_supported`): models take and return channels-last arrays
+    either way, so only speed differs.
+
+    Raises:
+        ValueError: a ``data_format`` other than ``channels_last`` or ``channels_first``.
+    """
+    data_format = data_format or backend.default_data_format()
     if data_format not in ("channels_last", "channels_first"):
         raise ValueError(
             f"data_format must be 'channels_last' or 'channels_first', got {data_format!r}"
         )
+    if data_format == "channels_first" and not backend.channels_first_supported():
+        # stacklevel 3: the user's call of the builder, not the builder itself.
+        warnings.warn(CHANNELS_FIRST_FALLBACK, UserWarning, stacklevel=3)
+        return "channels_last"
     return data_format
 
 
