@@ -1,7 +1,9 @@
-"""Shipped weights: float16 storage, checksum verification and the registry of tags."""
+"""Shipped weights: the file format and its header, checksums and the registry of tags."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import sys
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import pytest
 
 import segkit
 from segkit import weights
+from segkit.models import _registry, pretrained, split_name
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 from pretrained_reference import TARGET as REFERENCE  # noqa: E402
@@ -19,6 +22,25 @@ from pretrained_reference import reference_masks  # noqa: E402
 pytestmark = pytest.mark.backend
 
 TINY = {"input_shape": (32, 32, 1), "base_filters": 4, "depth": 2}
+PREP = {"size": (32, 32), "channels": 1, "normalize": "zscore"}
+
+
+def save(model, path, config=TINY, **kwargs):
+    return pretrained.save_weights(
+        model, path, builder="unet", config=config, preprocessing=PREP, **kwargs
+    )
+
+
+def rewrite(path, change):
+    """Rewrite the ``.npz`` at ``path`` with ``change`` applied to its dict of arrays."""
+    with np.load(path) as stored:
+        arrays = dict(stored)
+    change(arrays)
+    np.savez(path, **arrays)
+
+
+def outputs(model, x):
+    return keras.ops.convert_to_numpy(model(x))
 
 
 @pytest.fixture
@@ -26,20 +48,53 @@ def shipped(tmp_path, monkeypatch):
     """A temporary weights entry for a tiny unet, as if it shipped with the package."""
     model = segkit.models.get("unet", **TINY)
     path = tmp_path / "unet-test.npz"
-    digest = weights.save_weights(model, path)
-    entry = weights.Pretrained("unet", "test", path.name, digest, config=TINY)
-    monkeypatch.setitem(weights.PRETRAINED, ("unet", "test"), entry)
-    monkeypatch.setattr(weights, "weights_path", lambda e: tmp_path / e.filename)
+    digest = save(model, path, threshold=0.3)
+    entry = pretrained.Pretrained("unet", "test", path.name, digest)
+    monkeypatch.setitem(pretrained.PRETRAINED, ("unet", "test"), entry)
+    monkeypatch.setattr(pretrained, "weights_path", lambda e: tmp_path / e.filename)
     return model, path
+
+
+X = np.random.default_rng(0).random((1, 32, 32, 1), dtype=np.float32)
 
 
 def test_pretrained_model_loads_with_the_same_outputs(shipped):
     model, _ = shipped
     loaded = segkit.models.get("unet.test")
-    x = np.random.default_rng(0).random((1, 32, 32, 1), dtype=np.float32)
-    expected = keras.ops.convert_to_numpy(model(x))
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x)), expected, atol=2e-3)
+    np.testing.assert_allclose(outputs(loaded, X), outputs(model, X), atol=2e-3)
     assert "unet.test" in weights.available("unet")
+
+
+def test_weights_load_into_either_data_format(shipped):
+    # Weights are keyed by name, and the names do not depend on the layout.
+    model, _ = shipped
+    for data_format in ("channels_first", "channels_last"):
+        loaded = segkit.models.get("unet.test", data_format=data_format)
+        np.testing.assert_allclose(outputs(loaded, X), outputs(model, X), atol=2e-3)
+
+
+def test_the_header_round_trips(shipped):
+    _, path = shipped
+    parameters = inspect.signature(segkit.models.builder("unet")).parameters
+    defaults = {name: p.default for name, p in parameters.items() if name != "data_format"}
+    header = pretrained.read_header(path)
+    assert header["builder"] == "unet"
+    assert header["config"] == {**defaults, **TINY}
+    assert header["preprocessing"] == PREP
+    assert header["threshold"] == 0.3
+    assert pretrained.pretrained_header("unet", "test") == header
+
+
+def test_the_files_config_wins_over_changed_builder_defaults(shipped, monkeypatch):
+    model, _ = shipped
+    # As if a later release made the U-Net wider and deeper by default.
+    wider = functools.partial(_registry.builder("unet"), base_filters=8, depth=3)
+    monkeypatch.setitem(_registry._builders, "unet", wider)
+    assert segkit.models.get("unet", input_shape=(32, 32, 1)).count_params() > model.count_params()
+
+    loaded = segkit.models.get("unet.test")
+    assert loaded.count_params() == model.count_params()
+    np.testing.assert_allclose(outputs(loaded, X), outputs(model, X), atol=2e-3)
 
 
 def test_tampered_weights_are_refused(shipped):
@@ -47,6 +102,8 @@ def test_tampered_weights_are_refused(shipped):
     path.write_bytes(path.read_bytes() + b"x")
     with pytest.raises(ValueError, match="corrupt or was replaced"):
         segkit.models.get("unet", weights="test")
+    with pytest.raises(ValueError, match="corrupt or was replaced"):
+        pretrained.pretrained_header("unet", "test")
 
 
 def test_weights_fix_the_architecture(shipped):
@@ -57,16 +114,98 @@ def test_weights_fix_the_architecture(shipped):
 def test_unknown_tag_lists_the_shipped_ones(shipped):
     with pytest.raises(KeyError, match="shipped weights: .*unet.test"):
         segkit.models.get("resunet", weights="test")
+    with pytest.raises(KeyError, match="no weights 'nope'"):
+        pretrained.pretrained_header("unet", "nope")
 
 
-def test_weights_that_do_not_fit_name_the_file(tmp_path):
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda a: a.update({"down1_conv1/kernal": a.pop("down1_conv1/kernel")}),
+            r"missing 1 \(down1_conv1/kernel\); unexpected 1 \(down1_conv1/kernal\)",
+        ),
+        (
+            lambda a: a.update({"head/bias": np.zeros(2, np.float16)}),
+            r"wrong shape 1 \(head/bias \(2,\) != \(1,\)\)",
+        ),
+        (lambda a: a.pop("bottleneck_conv2/bias"), r"missing 1 \(bottleneck_conv2/bias\)"),
+    ],
+    ids=["renamed", "misshaped", "missing"],
+)
+def test_a_weight_that_does_not_fit_is_named(tmp_path, change, message):
+    path = tmp_path / "edited.npz"
+    save(segkit.models.get("unet", **TINY), path)
+    rewrite(path, change)
+    with pytest.raises(ValueError, match=f"edited.npz does not fit model 'unet': {message}$"):
+        pretrained.load_weights(segkit.models.get("unet", **TINY), path)
+
+
+def test_weights_that_do_not_fit_are_counted_on_one_line(tmp_path):
     path = tmp_path / "small.npz"
-    weights.save_weights(segkit.models.get("unet", **TINY), path)
-    with pytest.raises(ValueError, match="does not fit model 'unet'"):
-        weights.load_weights(segkit.models.get("unet", input_shape=(32, 32, 1), depth=2), path)
+    save(segkit.models.get("unet", **TINY), path)
+    with pytest.raises(ValueError, match="does not fit model 'unet'") as error:
+        weights.load_weights(segkit.models.get("unet", **{**TINY, "base_filters": 8}), path)
+    assert "\n" not in str(error.value)
+    # Every weight but the head's bias (one class either way) has twice the filters.
+    assert "wrong shape 25 (down1_conv1/kernel (3, 3, 1, 4) != (3, 3, 1, 8), " in str(error.value)
+    assert str(error.value).endswith(", ...)")
 
 
-@pytest.mark.parametrize("content", [b"not a zip", b"PK\x03\x04broken"])
+def test_an_old_positional_file_still_loads_by_position(tmp_path):
+    # Written as segkit did before files had a header, e.g. a run folder's weights.
+    source = segkit.models.get("unet", **TINY)
+    rng = np.random.default_rng(7)
+    source.set_weights([rng.uniform(-1, 1, w.shape) for w in source.get_weights()])
+    path = tmp_path / "old.npz"
+    np.savez_compressed(
+        path, **{f"w{i:04d}": w.astype(np.float16) for i, w in enumerate(source.get_weights())}
+    )
+    target = segkit.models.get("unet", **TINY)
+    weights.load_weights(target, path)
+    for a, b in zip(source.get_weights(), target.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-6)
+    with pytest.raises(ValueError, match="old.npz has no __segkit__ header: a positional"):
+        pretrained.read_header(path)
+    with pytest.raises(ValueError, match="old.npz does not fit model 'unet': 26 positional"):
+        weights.load_weights(segkit.models.get("unet", **{**TINY, "base_filters": 8}), path)
+
+
+def test_a_header_from_a_newer_format_is_refused(tmp_path):
+    path = tmp_path / "future.npz"
+    save(segkit.models.get("unet", **TINY), path)
+    future = b'{"format_version": 2}'
+    rewrite(path, lambda a: a.update({"__segkit__": np.frombuffer(future, np.uint8)}))
+    with pytest.raises(ValueError, match="future.npz is in weights format 2; this segkit reads 1"):
+        pretrained.read_header(path)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"config": {**TINY, "filters": 4}}, r"builder 'unet' takes .*got \['filters'\]"),
+        ({"preprocessing": {"size": (32, 32)}}, "preprocessing needs exactly size, channels"),
+        ({"config": {**TINY, "dropout": object()}}, "must be JSON values"),
+    ],
+    ids=["unknown-argument", "partial-preprocessing", "not-json"],
+)
+def test_save_refuses_a_header_that_cannot_rebuild_the_model(tmp_path, kwargs, message):
+    arguments = {"builder": "unet", "config": TINY, "preprocessing": PREP, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        pretrained.save_weights(segkit.models.get("unet", **TINY), tmp_path / "w.npz", **arguments)
+    assert not (tmp_path / "w.npz").exists()
+
+
+def test_save_takes_a_preprocessing_object(tmp_path):
+    prep = segkit.data.Preprocessing(size=(32, 32), channels=("flair",), normalize="zscore")
+    path = tmp_path / "w.npz"
+    pretrained.save_weights(
+        segkit.models.get("unet", **TINY), path, builder="unet", config=TINY, preprocessing=prep
+    )
+    assert segkit.data.Preprocessing(**pretrained.read_header(path)["preprocessing"]) == prep
+
+
+@pytest.mark.parametrize("content", [b"not a zip", b"PK\x03\x04broken", b""])
 def test_a_file_that_is_not_a_weights_npz_is_named(tmp_path, content):
     path = tmp_path / "notes.npz"
     path.write_bytes(content)
@@ -81,12 +220,26 @@ def test_the_residual_unet_ships_trained_weights_small_enough_for_a_wheel():
     assert path.stat().st_size <= 25 * 2**20
 
 
+def test_the_shipped_file_says_how_the_notebook_built_and_fed_its_model():
+    header = pretrained.pretrained_header("resunet", "figshare")
+    assert header["builder"] == "resunet"
+    assert header["config"] == {
+        "input_shape": (256, 256, 1),
+        "num_classes": 1,
+        "base_filters": 16,
+        "depth": 4,
+        "dropout": 0.0,
+        "batch_norm": True,
+    }
+    assert header["preprocessing"] == {"size": (256, 256), "channels": 1, "normalize": "divide255"}
+    assert header["threshold"] == 0.5
+
+
 @pytest.mark.parametrize("name", weights.available())
 def test_shipped_weights_give_the_reference_masks_on_every_backend(name):
     """The masks recorded on TensorFlow by ``tools/pretrained_reference.py``, on this backend."""
-    model, tag = name.split(".")
     reference = np.load(REFERENCE)
-    assert str(reference[f"{name}.sha256"]) == weights.PRETRAINED[(model, tag)].sha256, (
+    assert str(reference[f"{name}.sha256"]) == weights.PRETRAINED[split_name(name)].sha256, (
         f"{name} changed since its reference masks were recorded: run tools/pretrained_reference.py"
     )
     masks = reference_masks(name)

@@ -17,8 +17,8 @@ require_backend()
 
 import keras
 
-# Importing the modules registers their builders.
-from segkit.models import attention_unet, fast_unet, resunet, unet, unet_plus_plus  # noqa: F401, I001
+# Importing the architectures registers their builders; pretrained holds the shipped weights.
+from segkit.models import attention_unet, fast_unet, pretrained, resunet, unet, unet_plus_plus  # noqa: F401, I001
 from segkit.models._registry import builder, describe, register, split_name
 from segkit.models._registry import list as list  # noqa: PLW0127  (public name shadows builtin)
 
@@ -30,7 +30,7 @@ def get(name: str, *, weights: str | None = None, **config) -> keras.Model:
         name: a registered name, optionally with a weights tag: ``"resunet"`` or
             ``"resunet.figshare"``.
         weights: tag of shipped trained weights to load (e.g. ``"figshare"``); see
-            `segkit.weights.available`. Same as the name's tag.
+            `segkit.models.pretrained.available`. Same as the name's tag.
         **config: the builder's arguments (``input_shape``, ``num_classes``, ...).
 
     Raises:
@@ -51,9 +51,7 @@ def get(name: str, *, weights: str | None = None, **config) -> keras.Model:
                 f"model {model_name!r} takes the arguments {accepted}; got {sorted(config)}"
             ) from None
         return build(**config)
-    from segkit import weights as shipped
-
-    return shipped.load_pretrained(model_name, weights, **config)
+    return pretrained.load_pretrained(model_name, weights, **config)
 
 
 __all__ = ["get", "list", "register", "describe", "builder"]
