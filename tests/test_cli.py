@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import shutil
 
+import click
 import pytest
 from click.testing import CliRunner
 
-from segkit.cli import cli
+from segkit.cli import cli, parse_pairs
 from segkit.demo import sample_dir
 
 
@@ -126,8 +127,11 @@ def test_train_resume_evaluate_predict_export(run, tmp_path):
         "--model-config",
         "depth=2",
     )
-    result = run("train", "--out", out, "--epochs", 1, *common)
+    tversky = ("--loss", "tversky", "--loss-arg", "alpha=0.3", "--loss-arg", "beta=0.7")
+    result = run("train", "--out", out, "--epochs", 1, *tversky, *common)
     assert result.exit_code == 0, result.output
+    recorded = json.loads((out / "config.json").read_text())["config"]
+    assert recorded["loss"] == "tversky" and recorded["loss_args"] == {"alpha": 0.3, "beta": 0.7}
     # Ask for one more epoch by editing the run's config, then resume it.
     config = json.loads((out / "config.json").read_text())
     config["config"]["epochs"] = 2
@@ -184,10 +188,56 @@ def test_train_resume_evaluate_predict_export(run, tmp_path):
         assert result.exit_code == 0 and "6 masks written" in result.output
 
 
-def test_train_choices_are_the_ones_training_accepts():
-    # The CLI spells them out to stay free of the Keras import; they must not drift apart.
-    from segkit import training
+def test_train_options_are_generated_from_train_config():
+    """TrainConfig is the one source of the train options: names, defaults and choices."""
+    from dataclasses import MISSING, fields
+
+    from segkit.runs import TrainConfig
 
     options = {p.name: p for p in cli.commands["train"].params}
-    assert tuple(options["schedule"].type.choices) == training.SCHEDULES
-    assert tuple(options["precision"].type.choices) == training.PRECISIONS
+    for spec in fields(TrainConfig):
+        if spec.metadata.get("hidden"):
+            assert spec.name not in options
+            continue
+        option = options[spec.name]
+        default = spec.default if spec.default is not MISSING else spec.default_factory()
+        if spec.name == "image_size":
+            assert option.default == default[0]
+        elif spec.name == "data":
+            assert option.default is None
+        elif isinstance(default, dict):
+            assert option.multiple
+        else:
+            assert option.default == default, spec.name
+        if "choices" in spec.metadata:
+            assert tuple(option.type.choices) == tuple(spec.metadata["choices"])
+    assert "--lr" in options["learning_rate"].opts
+    assert "--loss-arg" in options["loss_args"].opts
+
+
+@pytest.mark.parametrize(
+    ("pairs", "expected"),
+    [
+        ([], {}),
+        (["alpha=0.3", "beta=0.7"], {"alpha": 0.3, "beta": 0.7}),
+        (["per_image=true", "from_logits=False"], {"per_image": True, "from_logits": False}),
+        (["class_weights=[0, 1, 2]", "alpha=null"], {"class_weights": [0, 1, 2], "alpha": None}),
+        (["reduction=sum", "name=a=b"], {"reduction": "sum", "name": "a=b"}),
+        (['name="0.3"', "smooth="], {"name": "0.3", "smooth": ""}),
+    ],
+)
+def test_key_value_options_are_parsed_as_json_then_python_then_text(pairs, expected):
+    assert parse_pairs(pairs, "--loss-arg") == expected
+
+
+@pytest.mark.parametrize(
+    ("pairs", "message"),
+    [
+        (["alpha"], "'alpha' is not KEY=VALUE"),
+        (["=0.3"], "'=0.3' is not KEY=VALUE"),
+        (["alpha=0.3", "alpha=0.4"], "'alpha' is given twice"),
+    ],
+)
+def test_bad_key_value_options_are_named(pairs, message):
+    with pytest.raises(click.BadParameter, match=message):
+        parse_pairs(pairs, "--loss-arg")

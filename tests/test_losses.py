@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from segkit import losses
+from segkit.cli import parse_pairs
 
 pytestmark = pytest.mark.backend
 
@@ -487,36 +488,8 @@ def test_broken_plugins_warn_and_the_rest_still_work(fake_plugins):
     assert type(losses.get("dice")) is losses.DiceLoss
 
 
-@pytest.mark.parametrize(
-    ("pairs", "expected"),
-    [
-        ([], {}),
-        (["alpha=0.3", "beta=0.7"], {"alpha": 0.3, "beta": 0.7}),
-        (["per_image=true", "from_logits=False"], {"per_image": True, "from_logits": False}),
-        (["class_weights=[0, 1, 2]", "alpha=null"], {"class_weights": [0, 1, 2], "alpha": None}),
-        (["reduction=sum", "name=a=b"], {"reduction": "sum", "name": "a=b"}),
-        (['name="0.3"', "smooth="], {"name": "0.3", "smooth": ""}),
-    ],
-)
-def test_parse_loss_args(pairs, expected):
-    assert losses.parse_loss_args(pairs) == expected
-
-
-@pytest.mark.parametrize(
-    ("pairs", "message"),
-    [
-        (["alpha"], "loss argument 'alpha' is not of the form key=value"),
-        (["=0.3"], "loss argument '=0.3' is not of the form key=value"),
-        (["alpha=0.3", "alpha=0.4"], "loss argument 'alpha' is given twice"),
-    ],
-)
-def test_parse_loss_args_errors(pairs, message):
-    with pytest.raises(ValueError, match=message):
-        losses.parse_loss_args(pairs)
-
-
-def test_parsed_args_reach_the_loss():
-    args = losses.parse_loss_args(["alpha=0.2", "beta=0.8", "per_image=true"])
+def test_cli_arguments_reach_the_loss():
+    args = parse_pairs(["alpha=0.2", "beta=0.8", "per_image=true"], "--loss-arg")
     config = losses.get("tversky", mode="binary", **args).get_config()
     assert (config["alpha"], config["beta"], config["per_image"]) == (0.2, 0.8, True)
 

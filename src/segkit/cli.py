@@ -6,10 +6,12 @@ with status 2; ``--debug`` shows the traceback instead.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import sys
 import warnings
+from dataclasses import MISSING, fields
 from pathlib import Path
 
 import click
@@ -74,60 +76,48 @@ def _model_options(function):
     )(function)
 
 
+def train_options(function):
+    """``segkit train``'s options, one per field of `segkit.runs.TrainConfig`: the config is the
+    one source of their names, defaults, choices and help."""
+    from typing import get_type_hints
+
+    from segkit.runs import TrainConfig
+
+    types = get_type_hints(TrainConfig)
+    for spec in reversed(fields(TrainConfig)):
+        meta = spec.metadata
+        if meta.get("hidden"):
+            continue
+        name = spec.name.replace("_", "-")
+        flag = meta.get("flag", f"--{name}")
+        default = spec.default if spec.default is not MISSING else spec.default_factory()
+        kind = types[spec.name]
+        options: dict = {"help": meta["help"], "metavar": meta.get("metavar")}
+        if spec.name == "data":
+            options.update(default=None, type=click.Path())
+        elif kind is dict:
+            options.update(multiple=True)
+        elif kind is bool:
+            flag = f"--{name}/--no-{name}"
+            options.update(default=default, show_default=True)
+        elif spec.name == "image_size":
+            options.update(default=default[0], type=int, show_default=True)
+        else:
+            value_type = {int | None: int, str | None: click.Path()}.get(kind, kind)
+            if "choices" in meta:
+                value_type = click.Choice(meta["choices"])
+                options.pop("metavar")
+            options.update(default=default, type=value_type, show_default=default is not None)
+        function = click.option(flag, spec.name, **options)(function)
+    return function
+
+
 @cli.command()
-@click.option("--model", default="unet", show_default=True, help="Registered model name.")
-@click.option("--data", "data_dir", type=click.Path(), help="Data folder (any supported layout).")
 @click.option("--out", type=click.Path(), help="Run folder to create.")
 @click.option("--resume", "resume_dir", type=click.Path(), help="Continue the run in this folder.")
-@click.option("--layout", default="auto", show_default=True, help="folders, figshare-mat or lgg.")
-@click.option(
-    "--loss", default="dice", show_default=True, help="dice, bce_dice, jaccard, focal, ..."
-)
-@click.option("--epochs", default=50, show_default=True, type=int)
-@click.option("--batch-size", default=32, show_default=True, type=int)
-@click.option("--lr", "learning_rate", default=1e-4, show_default=True, type=float)
-@click.option(
-    "--schedule",
-    type=click.Choice(["constant", "cosine"]),
-    default="constant",
-    show_default=True,
-    help="cosine: one warm-up epoch, then decay to zero at the last epoch.",
-)
-@click.option(
-    "--precision",
-    type=click.Choice(["float32", "mixed_bfloat16", "mixed_float16"]),
-    default="float32",
-    show_default=True,
-    help="Compute precision; mixed keeps float32 weights.",
-)
-@click.option("--image-size", default=256, show_default=True, type=int, help="Square input side.")
-@click.option("--split", default="auto", show_default=True, help="auto, blocks, group or random.")
-@click.option("--manifest", type=click.Path(exists=True), help="Reuse this split manifest.")
-@click.option("--augment/--no-augment", default=True, show_default=True)
-@click.option("--crop", type=int, default=None, help="Train on random square crops of this side.")
-@click.option(
-    "--init-from",
-    type=click.Path(exists=True),
-    default=None,
-    help="Start from the weights of this run folder, .keras file or weights .npz (fine-tuning).",
-)
-@click.option(
-    "--cache",
-    type=click.Path(),
-    default=None,
-    help="Folder for decoded slices (default: $SEGKIT_CACHE/data or ~/.cache/segkit/data).",
-)
-@click.option("--patience", default=10, show_default=True, type=int, help="Early stopping.")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option(
-    "--model-config",
-    "model_config",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Builder argument, e.g. base_filters=16 (repeatable; values parsed as JSON).",
-)
+@train_options
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def train(resume_dir, data_dir, out, model, quiet, image_size, model_config, **settings):
+def train(resume_dir, out, quiet, **settings):
     """Train a model; writes checkpoints, log.csv, curves.png and config.json to --out."""
     from segkit import training
 
@@ -135,31 +125,62 @@ def train(resume_dir, data_dir, out, model, quiet, image_size, model_config, **s
         training.resume(resume_dir, quiet=quiet)
         click.echo(f"resumed and finished: {resume_dir}")
         return
-    if not data_dir or not out:
+    if not settings["data"] or not out:
         raise click.UsageError("--data and --out are required (or --resume RUN_DIR)")
-    training.train(
-        model,
-        data_dir,
-        out,
-        quiet=quiet,
-        image_size=(image_size, image_size),
-        model_config=_parse_pairs(model_config),
-        **settings,
-    )
+    settings = parse_train_settings(settings)
+    training.train(settings.pop("model"), settings.pop("data"), out, quiet=quiet, **settings)
     click.echo(f"run written to {out}")
 
 
-def _parse_pairs(pairs) -> dict:
+def parse_train_settings(options: dict) -> dict:
+    """The values of `train_options` as `segkit.train` settings (square size, parsed pairs)."""
+    settings = dict(options)
+    side = settings.pop("image_size")
+    settings["image_size"] = (side, side)
+    for name in ("model_config", "loss_args"):
+        flag = _field_flag(name)
+        settings[name] = parse_pairs(settings[name], flag)
+    return settings
+
+
+def _field_flag(name: str) -> str:
+    from segkit.runs import TrainConfig
+
+    spec = TrainConfig.__dataclass_fields__[name]
+    return spec.metadata.get("flag", f"--{name.replace('_', '-')}")
+
+
+def parse_pairs(pairs, option: str) -> dict:
+    """``KEY=VALUE`` strings (``--model-config``, ``--loss-arg``) as a dict.
+
+    A value is read as JSON (``0.3``, ``true``, ``[0, 1, 1]``), else as a Python literal
+    (``True``, ``None``), else kept as text: ``["alpha=0.3", "reduction=sum"]`` gives
+    ``{"alpha": 0.3, "reduction": "sum"}``.
+
+    Raises:
+        click.BadParameter: a pair without ``=``, with an empty key, or a key given twice.
+    """
     parsed = {}
     for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--model-config")
-        try:
-            parsed[key] = json.loads(value)
-        except json.JSONDecodeError:
-            parsed[key] = value
+        key, equals, text = pair.partition("=")
+        key = key.strip()
+        if not equals or not key:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint=option)
+        if key in parsed:
+            raise click.BadParameter(f"{key!r} is given twice", param_hint=option)
+        parsed[key] = _parse_value(text)
     return parsed
+
+
+def _parse_value(text: str):
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
 
 
 @cli.command()
@@ -172,7 +193,13 @@ def _parse_pairs(pairs) -> dict:
 @click.option("--manifest", type=click.Path(), help="Split manifest (a run's split.json).")
 @click.option("--subset", type=click.Choice(["train", "val", "test"]), help="Part of --manifest.")
 @click.option("--at-model-size", is_flag=True, help="Score at the model's size, not the truth's.")
-@click.option("--threshold", default=0.5, show_default=True, type=float)
+@click.option(
+    "--threshold",
+    default=None,
+    type=float,
+    help="Foreground above this probability [default: the model's own, 0.5 unless its weights "
+    "say otherwise].",
+)
 def evaluate(model, weights, predictions, data_dir, out, **options):
     """Score a model, or predicted masks, against true masks; print a table."""
     from segkit.reports import evaluate as run_evaluation
@@ -192,7 +219,13 @@ def evaluate(model, weights, predictions, data_dir, out, **options):
 @_model_options
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("--out", required=True, type=click.Path(), help="Output folder.")
-@click.option("--threshold", default=0.5, show_default=True, type=float)
+@click.option(
+    "--threshold",
+    default=None,
+    type=float,
+    help="Foreground above this probability [default: the model's own, 0.5 unless its weights "
+    "say otherwise].",
+)
 @click.option("--batch-size", default=8, show_default=True, type=int)
 @click.option("--probabilities", is_flag=True, help="Also write probability maps.")
 @click.option("--overlays", is_flag=True, help="Also write overlay pictures.")

@@ -1,4 +1,4 @@
-"""Running a trained model over image files: probabilities, masks and overlays.
+"""Running a trained model over image files: loading a model spec, and the prediction loop.
 
 A *model spec* names what to run, in one of four forms:
 
@@ -8,6 +8,10 @@ A *model spec* names what to run, in one of four forms:
   backend needed),
 * a registry name with shipped weights: ``"resunet"`` with ``weights="figshare"``, or
   ``"resunet.figshare"``.
+
+Resizing lives in `segkit.resize`, thresholding in `segkit.masks`, pictures in
+`segkit.visualize`; `to_mask`, `overlay`, `write_png`, `resize_nearest` and
+`resize_probabilities` are re-exported here for code written against earlier versions.
 """
 
 from __future__ import annotations
@@ -18,15 +22,29 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-from scipy import ndimage
 
 from segkit import data
-from segkit._io import atomic_path, check_writable
-from segkit.data.samples import IMAGE_SUFFIXES
-from segkit.evaluation import surface
+from segkit._io import check_writable
+from segkit.data.samples import find_image_file, image_files
+from segkit.masks import to_mask
+from segkit.resize import resize_image, resize_nearest, resize_probabilities
+from segkit.runs import RunFolder, load_keras
+from segkit.visualize import overlay, write_png
 
 ONNX_METADATA_KEY = "segkit.preprocessing"
+
+__all__ = [
+    "ONNX_METADATA_KEY",
+    "Segmenter",
+    "image_files",
+    "load_model",
+    "overlay",
+    "predict",
+    "resize_nearest",
+    "resize_probabilities",
+    "to_mask",
+    "write_png",
+]
 
 
 @dataclass
@@ -38,18 +56,21 @@ class Segmenter:
         prep: how images are brought to the model's input.
         name: where the model came from, for reports.
         network: the Keras model, or None for an ONNX model.
+        threshold: the probability above which a pixel is foreground, unless a caller says
+            otherwise (shipped weights carry their own; 0.5 elsewhere).
     """
 
     run: object
     prep: data.Preprocessing
     name: str
     network: object = None
+    threshold: float = 0.5
 
     def predict(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Probabilities ``(B, H, W, K)`` at the model's size for ``uint8 (H, W, C)`` images of
         any size (each is resized and normalised as the model was trained)."""
         batch = np.stack(
-            [data.normalize(data.resize_image(i, self.prep.size), self.prep) for i in images]
+            [data.normalize(resize_image(i, self.prep.size), self.prep) for i in images]
         )
         return np.asarray(self.run(batch), dtype=np.float32)
 
@@ -64,38 +85,6 @@ class Segmenter:
                 yield Path(path), image, resize_probabilities(probs, image.shape[:2])
 
 
-def resize_nearest(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of a ``(H, W)`` mask to ``size`` (height, width)."""
-    height, width = size
-    if mask.shape == (height, width):
-        return mask
-    return np.asarray(Image.fromarray(mask).resize((width, height), Image.Resampling.NEAREST))
-
-
-def resize_probabilities(probs: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of ``(H, W, K)`` probabilities to ``size`` (height, width)."""
-    height, width = size
-    if probs.shape[:2] == (height, width):
-        return probs
-    return np.stack(
-        [
-            np.asarray(
-                Image.fromarray(probs[..., k]).resize((width, height), Image.Resampling.BILINEAR)
-            )
-            for k in range(probs.shape[-1])
-        ],
-        axis=-1,
-    )
-
-
-def to_mask(probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-    """``uint8 (H, W)`` mask: foreground where the probability exceeds ``threshold`` (one
-    channel), or the most probable class (several channels)."""
-    if probs.shape[-1] == 1:
-        return (probs[..., 0] > threshold).astype(np.uint8)
-    return np.argmax(probs, axis=-1).astype(np.uint8)
-
-
 def load_model(spec: str | Path, weights: str | None = None) -> Segmenter:
     """Load a model spec (see the module docstring) as a `Segmenter`.
 
@@ -108,24 +97,30 @@ def load_model(spec: str | Path, weights: str | None = None) -> Segmenter:
     if path.suffix == ".onnx":
         return _load_onnx(path)
     if path.is_dir():
-        return _load_run(path)
+        run = RunFolder(path)
+        return _keras_segmenter(run.load_best(), run.preprocessing(), str(path))
     if path.suffix == ".keras":
-        if not path.is_file():
-            raise FileNotFoundError(f"model file {path} does not exist")
-        network = _load_keras_file(path)
+        network = load_keras(path)
         return _keras_segmenter(network, _prep_for(network), str(path))
     if path.exists() or any(sep in str(spec) for sep in ("/", "\\")):
         raise FileNotFoundError(
             f"model {spec} is neither a run folder, a .keras file nor an .onnx file"
         )
-    import segkit
-    from segkit import weights as shipped
+    return _load_registered(str(spec), weights)
 
-    network = segkit.models.get(str(spec), weights=weights)
-    name, tag = segkit.models.split_name(str(spec))
-    entry = shipped.PRETRAINED.get((name, tag or weights)) if (tag or weights) else None
-    prep = data.Preprocessing(**entry.preprocessing) if entry else _prep_for(network)
-    return _keras_segmenter(network, prep, f"{name}.{tag or weights}" if entry else name)
+
+def _load_registered(spec: str, weights: str | None) -> Segmenter:
+    import segkit
+    from segkit.models import pretrained
+
+    network = segkit.models.get(spec, weights=weights)
+    name, tag = segkit.models.split_name(spec)
+    tag = tag or weights
+    if tag is None:
+        return _keras_segmenter(network, _prep_for(network), name)
+    header = pretrained.pretrained_header(name, tag)
+    prep = data.Preprocessing(**header["preprocessing"])
+    return _keras_segmenter(network, prep, f"{name}.{tag}", header["threshold"])
 
 
 def _prep_for(network) -> data.Preprocessing:
@@ -133,34 +128,11 @@ def _prep_for(network) -> data.Preprocessing:
     return data.Preprocessing(size=(height or 256, width or 256), channels=channels)
 
 
-def _keras_segmenter(network, prep: data.Preprocessing, name: str) -> Segmenter:
+def _keras_segmenter(network, prep: data.Preprocessing, name: str, threshold=0.5) -> Segmenter:
     def run(batch):
         return network.predict_on_batch(batch)
 
-    return Segmenter(run, prep, name, network)
-
-
-def _load_keras_file(path: Path):
-    import keras
-
-    try:
-        return keras.saving.load_model(path, compile=False)
-    except Exception as exc:  # zip, HDF5 and config errors all mean "not a usable model"
-        raise ValueError(f"cannot load model file {path}: {exc}") from None
-
-
-def _load_run(run_dir: Path) -> Segmenter:
-    checkpoint = run_dir / "best.keras"
-    config_path = run_dir / "config.json"
-    if not checkpoint.exists() or not config_path.exists():
-        raise FileNotFoundError(
-            f"{run_dir} is not a finished training run (needs best.keras and config.json)"
-        )
-    config = json.loads(config_path.read_text())["config"]
-    prep = data.Preprocessing(
-        size=tuple(config["image_size"]), channels=config["channels"], normalize=config["normalize"]
-    )
-    return _keras_segmenter(_load_keras_file(checkpoint), prep, str(run_dir))
+    return Segmenter(run, prep, name, network, threshold)
 
 
 def _load_onnx(path: Path) -> Segmenter:
@@ -191,73 +163,13 @@ def _load_onnx(path: Path) -> Segmenter:
     return Segmenter(run, prep, str(path))
 
 
-def image_files(inputs: Iterable[str | Path]) -> list[Path]:
-    """Expand files and folders (their image files, not subfolders) into a sorted list.
-
-    Mask files (``*_mask.*``) inside a folder are skipped: they are answers, not inputs.
-    """
-    import natsort
-
-    files: list[Path] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            found = [
-                p
-                for p in path.iterdir()
-                if p.suffix.lower() in IMAGE_SUFFIXES and not p.stem.endswith("_mask")
-            ]
-            files.extend(natsort.natsorted(found, key=str))
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise FileNotFoundError(f"input {path} does not exist")
-    if not files:
-        raise FileNotFoundError(f"no image files in {', '.join(map(str, inputs))}")
-    seen: dict[str, Path] = {}
-    for path in files:
-        if path.stem in seen:
-            # Their masks would both be written to <stem>_mask.png.
-            raise ValueError(f"inputs {seen[path.stem]} and {path} share the name {path.stem!r}")
-        seen[path.stem] = path
-    return files
-
-
-def overlay(image: np.ndarray, predicted: np.ndarray, true: np.ndarray | None = None) -> np.ndarray:
-    """RGB picture of ``image`` with the predicted outline in red and the true one in green."""
-    grey = image[..., 0] if image.ndim == 3 else image
-    picture = np.repeat(grey[..., None], 3, axis=-1).astype(np.uint8)
-    thick = ndimage.binary_dilation  # one pixel is hard to see on a 512 image
-    if true is not None:
-        if true.shape != grey.shape:
-            raise ValueError(f"true mask is {true.shape}, but the image is {grey.shape}")
-        picture[thick(surface(true.astype(bool)))] = (40, 220, 40)
-    picture[thick(surface(predicted.astype(bool)))] = (230, 30, 30)
-    return picture
-
-
-def write_png(path: Path, array: np.ndarray) -> None:
-    """Write a PNG atomically."""
-    with atomic_path(path) as tmp:
-        Image.fromarray(array).save(tmp, format="PNG")
-
-
-def _true_mask(folder: Path, image: Path) -> np.ndarray | None:
-    """The true mask ``<name>_mask.*`` of ``image`` in ``folder``, or None if there is none."""
-    for suffix in IMAGE_SUFFIXES:
-        candidate = folder / f"{image.stem}_mask{suffix}"
-        if candidate.is_file():
-            return data.read_mask_file(candidate)
-    return None
-
-
 def predict(
     model: str | Path | Segmenter,
     inputs: Iterable[str | Path],
     out: str | Path,
     *,
     weights: str | None = None,
-    threshold: float = 0.5,
+    threshold: float | None = None,
     batch_size: int = 8,
     probabilities: bool = False,
     overlays: bool = False,
@@ -270,20 +182,22 @@ def predict(
         inputs: image files and folders of images.
         out: output folder; gets ``<name>_mask.png`` (0/255) per input image.
         weights: weights tag when ``model`` is a registry name.
-        threshold: probability above which a pixel is foreground.
+        threshold: probability above which a pixel is foreground; None takes the model's own
+            (shipped weights carry one; 0.5 elsewhere).
         batch_size: images per forward pass.
         probabilities: also write ``<name>_prob.png``, the probability scaled to 0-255.
         overlays: also write ``<name>_overlay.png``: the image with the predicted outline in
-            red (and the true one in green when ``true_masks`` is given).
+            red (and the true one in green when ``true_masks`` is given), with a legend.
         true_masks: folder of true masks named ``<name>_mask.png`` (or another image suffix),
             for the overlays; images without one get only the predicted outline.
 
     Returns:
         The mask files written.
     """
-    if not 0.0 <= threshold <= 1.0:
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
     segmenter = model if isinstance(model, Segmenter) else load_model(model, weights)
+    threshold = segmenter.threshold if threshold is None else threshold
     files = image_files(inputs)
     out = check_writable(out)
     written = []
@@ -296,6 +210,10 @@ def predict(
         if probabilities and probs.shape[-1] == 1:
             write_png(out / f"{path.stem}_prob.png", np.rint(probs[..., 0] * 255).astype(np.uint8))
         if overlays:
-            true = _true_mask(Path(true_masks), path) if true_masks is not None else None
-            write_png(out / f"{path.stem}_overlay.png", overlay(image, mask, true))
+            true = None
+            if true_masks is not None:
+                found = find_image_file(Path(true_masks), [f"{path.stem}_mask"])
+                true = data.read_mask_file(found) if found else None
+            picture = overlay(image, mask, true, legend=True)
+            write_png(out / f"{path.stem}_overlay.png", picture)
     return written

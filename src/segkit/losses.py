@@ -29,13 +29,11 @@ entry-point group, loaded the first time the registry is asked anything.
 
 from __future__ import annotations
 
-import ast
 import builtins
 import difflib
 import fnmatch
 import importlib.metadata
 import inspect
-import json
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -46,7 +44,6 @@ __all__ = [
     "register",
     "list",
     "get",
-    "parse_loss_args",
     "soft_dice_score",
     "soft_jaccard_score",
     "soft_tversky_score",
@@ -119,39 +116,6 @@ def get(name: str, /, **kwargs) -> keras.losses.Loss:
             f"it takes {', '.join(accepted)}"
         )
     return factory(**kwargs)
-
-
-def parse_loss_args(pairs: Sequence[str]) -> dict:
-    """Loss arguments from ``key=value`` strings, as ``segkit train --loss-arg`` gives them.
-
-    A value is read as JSON (``0.3``, ``true``, ``[0, 1, 1]``), else as a Python literal
-    (``True``, ``None``), else kept as text: ``["alpha=0.3", "reduction=sum"]`` gives
-    ``{"alpha": 0.3, "reduction": "sum"}``.
-
-    Raises:
-        ValueError: for a pair without ``=``, with an empty key, or a key given twice.
-    """
-    args = {}
-    for pair in pairs:
-        key, equals, text = pair.partition("=")
-        key = key.strip()
-        if not equals or not key:
-            raise ValueError(f"loss argument {pair!r} is not of the form key=value")
-        if key in args:
-            raise ValueError(f"loss argument {key!r} is given twice")
-        args[key] = _parse_value(text)
-    return args
-
-
-def _parse_value(text: str):
-    try:
-        return json.loads(text)
-    except ValueError:
-        pass
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
 
 
 def _accepted_keywords(loss: Callable) -> builtins.list[str] | None:

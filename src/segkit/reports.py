@@ -29,14 +29,10 @@ from pathlib import Path
 
 from segkit import data, evaluation
 from segkit._io import write_json
-from segkit.data.samples import IMAGE_SUFFIXES
-from segkit.inference import (
-    Segmenter,
-    load_model,
-    resize_nearest,
-    resize_probabilities,
-    to_mask,
-)
+from segkit.data.samples import find_image_file
+from segkit.inference import Segmenter, load_model
+from segkit.masks import to_mask
+from segkit.resize import resize_mask, resize_nearest, resize_probabilities
 
 PER_IMAGE = ("dice", "iou", "hd95", "assd", "precision", "recall")
 
@@ -52,7 +48,7 @@ def evaluate(
     manifest: str | Path | None = None,
     subset: str | None = None,
     at_model_size: bool = False,
-    threshold: float = 0.5,
+    threshold: float | None = None,
     batch_size: int = 8,
 ) -> dict:
     """Score a model (or a folder of predicted masks) on a data folder.
@@ -70,7 +66,8 @@ def evaluate(
             ``"train"``, ``"val"`` or ``"test"`` samples.
         subset: which part of the manifest to score.
         at_model_size: score at the model's processing size instead of each ground truth's.
-        threshold: probability above which a pixel is foreground.
+        threshold: probability above which a pixel is foreground; None takes the model's own
+            (shipped weights carry one; 0.5 elsewhere).
         batch_size: images per forward pass.
 
     Returns:
@@ -86,6 +83,7 @@ def evaluate(
         source = str(predictions)
     else:
         segmenter = model if isinstance(model, Segmenter) else load_model(model, weights)
+        threshold = segmenter.threshold if threshold is None else threshold
         pairs = _model_pairs(segmenter, samples, threshold, at_model_size, batch_size)
         source = segmenter.name
     scored = [(sample, evaluation.score(predicted, true)) for sample, predicted, true in pairs]
@@ -138,16 +136,7 @@ def _prediction_pairs(samples, folder: Path) -> Iterator:
     missing = []
     found = []
     for sample in samples:
-        names = (f"{sample.key}_mask", sample.key)
-        match = next(
-            (
-                p
-                for name in names
-                for p in sorted(folder.glob(f"{name}.*"))
-                if p.suffix.lower() in IMAGE_SUFFIXES
-            ),
-            None,
-        )
+        match = find_image_file(folder, [f"{sample.key}_mask", sample.key])
         if match is None:
             missing.append(f"{sample.key}_mask.png")
         found.append((sample, match))
@@ -170,7 +159,7 @@ def _model_pairs(segmenter: Segmenter, samples, threshold, at_model_size, batch_
         for sample, (_, true), probs in zip(chunk, pairs, probabilities):
             # The same masks `segkit.predict` writes: probabilities resized, then thresholded.
             if at_model_size:
-                true = data.resize_mask(true, segmenter.prep.size)
+                true = resize_mask(true, segmenter.prep.size)
             else:
                 probs = resize_probabilities(probs, true.shape)
             yield sample, to_mask(probs, threshold), true

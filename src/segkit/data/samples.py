@@ -17,7 +17,9 @@ define them (`segkit.data.errors`, `segkit.data.imagefiles`).
 from __future__ import annotations
 
 import csv
+import glob
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -279,3 +281,43 @@ def _scan_lgg(root: Path) -> tuple[list[Sample], list[Problem]]:
             if key not in images:
                 problems.append(Problem(str(mask), f"extra mask: no image {key}{mask.suffix}"))
     return samples, problems
+
+
+def image_files(inputs: Iterable[str | Path]) -> list[Path]:
+    """Expand files and folders (their image files, not subfolders) into a list of images.
+
+    Folders are listed in natural order; mask files (``*_mask.*``) inside a folder are skipped:
+    they are answers, not inputs.
+
+    Raises:
+        FileNotFoundError: an input does not exist, or there are no images at all.
+        ValueError: two inputs share a name (their outputs would overwrite each other).
+    """
+    files: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = [p for p in _image_files(path) if not p.stem.endswith("_mask")]
+            files.extend(natsort.natsorted(found, key=str))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"input {path} does not exist")
+    if not files:
+        raise FileNotFoundError(f"no image files in {', '.join(map(str, inputs))}")
+    seen: dict[str, Path] = {}
+    for path in files:
+        if path.stem in seen:
+            # Their masks would both be written to <stem>_mask.png.
+            raise ValueError(f"inputs {seen[path.stem]} and {path} share the name {path.stem!r}")
+        seen[path.stem] = path
+    return files
+
+
+def find_image_file(folder: Path, stems: Sequence[str]) -> Path | None:
+    """The first image file in ``folder`` named one of ``stems`` (any image suffix), or None."""
+    for stem in stems:
+        for path in sorted(folder.glob(f"{glob.escape(stem)}.*")):
+            if path.suffix.lower() in IMAGE_SUFFIXES:
+                return path
+    return None

@@ -1,0 +1,301 @@
+"""A training run's settings and its folder: the one reader and writer of what `segkit.train`
+leaves on disk.
+
+============== ==========================================================================
+``config.json`` every setting of the run (a `TrainConfig`) and the versions that ran it
+``split.json``  the split manifest: which samples were train, validation and test
+``last.keras``  model, optimizer state and run state after the latest finished epoch
+``best.keras``  the model at the best validation Dice so far
+``log.csv``     one row of losses, metrics and wall-clock seconds per epoch
+``curves.png``  the training curves
+============== ==========================================================================
+
+``last.keras`` is the single commit point: it is replaced in one step at the end of each
+epoch and carries the epoch count, early-stopping state and history inside it, so a resumed
+run continues exactly where the last finished epoch left off. The other files are rewritten
+from it.
+
+`TrainConfig` is also the one source of the training options: `segkit train`'s options
+(names, defaults, choices and help) are generated from its fields.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import zipfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from segkit._io import atomic_path, check_writable, write_json
+from segkit.data import LAYOUTS, Preprocessing, Split
+from segkit.data.preprocess import NORMALIZATIONS
+from segkit.visualize import plot_curves
+
+#: Learning-rate schedules a run accepts.
+SCHEDULES = ("constant", "cosine")
+
+#: Compute precisions a run accepts (Keras dtype policies; weights stay float32).
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+#: Split methods a run accepts (see `segkit.data.split_samples`).
+SPLITS = ("auto", "blocks", "group", "random")
+
+STATE_ENTRY = "segkit_state.json"  # extra member of last.keras holding the run state
+
+
+def _option(default, help: str, **cli):  # noqa: A002  (click's own word for it)
+    """A `TrainConfig` field with the help text (and CLI details) its command-line option shows.
+
+    ``cli`` may hold ``flag`` (the option's name when it is not the field's), ``choices``,
+    ``hidden=True`` for a field the command line does not offer, and ``metavar``.
+    """
+    metadata = {"help": help, **cli}
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a run; saved as ``config.json`` and read back to resume it.
+
+    ``cache`` is where decoded slices are kept between epochs and runs (see
+    `segkit.data.SampleCache`); by default ``$SEGKIT_CACHE/data``, else ``~/.cache/segkit/data``.
+    """
+
+    model: str = _option("unet", "Registered model name.")
+    data: str = _option("", "Data folder (any supported layout).", metavar="DIR")
+    layout: str = _option("auto", "Data layout.", choices=("auto", *LAYOUTS))
+    model_config: dict = _option(
+        {},
+        "Builder argument, e.g. base_filters=16 (repeatable; values parsed as JSON).",
+        metavar="KEY=VALUE",
+    )
+    loss: str = _option("dice", "Loss name (see `segkit.losses.list()`): dice, bce_dice, ...")
+    loss_args: dict = _option(
+        {},
+        "Loss argument, e.g. alpha=0.3 for tversky (repeatable; values parsed as JSON).",
+        flag="--loss-arg",
+        metavar="KEY=VALUE",
+    )
+    epochs: int = _option(50, "Epochs at most.")
+    batch_size: int = _option(32, "Images per training step.")
+    learning_rate: float = _option(1e-4, "Peak learning rate of Adam.", flag="--lr")
+    schedule: str = _option(
+        "constant",
+        "cosine: one warm-up epoch, then decay to zero at the last epoch.",
+        choices=SCHEDULES,
+    )
+    precision: str = _option(
+        "float32", "Compute precision; mixed keeps float32 weights.", choices=PRECISIONS
+    )
+    image_size: tuple[int, int] = _option((256, 256), "Square input side.")
+    channels: int = _option(1, "Image channels.", hidden=True)
+    normalize: str = _option(
+        "divide255", "Intensity scaling of each image.", choices=NORMALIZATIONS
+    )
+    split: str = _option("auto", "How to split the data.", choices=SPLITS)
+    fractions: tuple[float, float, float] = _option((0.8, 0.1, 0.1), "", hidden=True)
+    manifest: str | None = _option(None, "Reuse this split manifest.", metavar="FILE")
+    augment: bool = _option(True, "Random flips, rotations and intensity changes.")
+    crop: int | None = _option(None, "Train on random square crops of this side.")
+    init_from: str | None = _option(
+        None,
+        "Start from the weights of this run folder, .keras file or weights .npz (fine-tuning).",
+        metavar="PATH",
+    )
+    patience: int = _option(10, "Early stopping: epochs without a better validation Dice.")
+    seed: int = _option(0, "Random seed of the split, the weights and the data order.")
+    cache: str | None = _option(
+        None,
+        "Folder for decoded slices (default: $SEGKIT_CACHE/data or ~/.cache/segkit/data).",
+        metavar="DIR",
+    )
+    workers: int = _option(2, "Threads that decode training images.")
+
+    def preprocessing(self) -> Preprocessing:
+        return Preprocessing(
+            size=tuple(self.image_size), channels=self.channels, normalize=self.normalize
+        )
+
+    def check(self) -> None:
+        """Raise ValueError naming the first setting that is out of range."""
+        from segkit import losses  # the loss registry needs Keras; a config alone does not
+
+        if not self.data:
+            raise ValueError("data: name the data folder to train on")
+        if "mode" in self.loss_args:
+            raise ValueError(
+                "loss_args cannot set 'mode': training sets it from the model's output channels"
+            )
+        if self.loss not in losses.list():
+            raise ValueError(
+                f"unknown loss {self.loss!r}; choose one of {', '.join(losses.list())}"
+            )
+        for name in ("epochs", "batch_size", "patience", "workers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("layout", "schedule", "precision", "normalize", "split"):
+            choices = _field(name).metadata["choices"]
+            if getattr(self, name) not in choices:
+                raise ValueError(
+                    f"unknown {name} {getattr(self, name)!r}; choose one of {', '.join(choices)}"
+                )
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.crop is not None and not 0 < self.crop <= min(self.image_size):
+            raise ValueError(
+                f"crop must be between 1 and the image size {min(self.image_size)}, got {self.crop}"
+            )
+
+
+def _field(name: str):
+    return next(f for f in fields(TrainConfig) if f.name == name)
+
+
+@dataclass
+class RunState:
+    """Where a run stands after its latest finished epoch."""
+
+    epoch: int = 0
+    best_dice: float = -1.0
+    best_epoch: int = 0
+    epochs_without_improvement: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
+def default_cache() -> str:
+    """Where decoded slices are cached when a run names no ``cache``."""
+    base = os.environ.get("SEGKIT_CACHE") or Path.home() / ".cache" / "segkit"
+    return str(Path(base) / "data")
+
+
+def read_state(checkpoint: str | Path) -> RunState:
+    """The run state stored inside a ``last.keras`` checkpoint."""
+    try:
+        with zipfile.ZipFile(checkpoint) as archive:
+            return RunState(**json.loads(archive.read(STATE_ENTRY)))
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{checkpoint} is not a segkit training checkpoint: {exc}") from None
+
+
+class RunFolder:
+    """The files of one run (see the module docstring), read and written only through here."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.config_file = self.path / "config.json"
+        self.split_file = self.path / "split.json"
+        self.last_checkpoint = self.path / "last.keras"
+        self.best_checkpoint = self.path / "best.keras"
+        self.log_file = self.path / "log.csv"
+        self.curves_file = self.path / "curves.png"
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def holds_run(self) -> bool:
+        """Whether a run was started here (its config is written)."""
+        return self.config_file.exists()
+
+    def create(self, config: TrainConfig, split: Split) -> None:
+        """Write a new run's split and config."""
+        import keras
+
+        import segkit
+
+        check_writable(self.path)
+        split.save(self.split_file)
+        record = {
+            "config": asdict(config),
+            "segkit": segkit.__version__,
+            "keras": keras.__version__,
+            "backend": keras.backend.backend(),
+        }
+        write_json(self.config_file, record)
+
+    def config(self) -> TrainConfig:
+        """The run's settings.
+
+        Raises:
+            FileNotFoundError: no run here.
+            ValueError: ``config.json`` is not a segkit run config.
+        """
+        if not self.config_file.exists():
+            raise FileNotFoundError(f"{self.path} holds no run (no config.json)")
+        try:
+            return TrainConfig(**json.loads(self.config_file.read_text())["config"])
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ValueError(f"{self.config_file} is not a segkit run config: {exc}") from None
+
+    def preprocessing(self) -> Preprocessing:
+        """How the run's model expects its images."""
+        return self.config().preprocessing()
+
+    def split(self) -> Split:
+        return Split.load(self.split_file)
+
+    def state(self) -> RunState:
+        """The state after the latest finished epoch; a fresh state before the first."""
+        if not self.last_checkpoint.exists():
+            return RunState()
+        return read_state(self.last_checkpoint)
+
+    def save_epoch(self, model, state: RunState, improved: bool) -> None:
+        """Commit a finished epoch: ``last.keras`` with the state inside, ``best.keras`` when
+        the epoch improved, then the log and curves."""
+        with atomic_path(self.last_checkpoint) as tmp:
+            model.save(tmp)
+            with zipfile.ZipFile(tmp, "a") as archive:
+                archive.writestr(STATE_ENTRY, json.dumps(asdict(state)))
+        if improved:
+            with atomic_path(self.best_checkpoint) as tmp:
+                shutil.copyfile(self.last_checkpoint, tmp)
+        self.write_log(state.history)
+
+    def write_log(self, history: list[dict]) -> None:
+        """Rewrite ``log.csv`` and ``curves.png`` from the run's history."""
+        if not history:
+            return
+        with atomic_path(self.log_file) as tmp, open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(history[0]))
+            writer.writeheader()
+            writer.writerows(history)
+        plot_curves(history, self.curves_file)
+
+    def load_last(self):
+        """The model after the latest finished epoch, compiled with its optimizer state."""
+        return load_keras(self.last_checkpoint, compile=True)
+
+    def load_best(self):
+        """The model at the best validation Dice, for inference.
+
+        Raises:
+            FileNotFoundError: the run has not finished an epoch.
+        """
+        if not self.best_checkpoint.exists() or not self.config_file.exists():
+            raise FileNotFoundError(
+                f"{self.path} is not a finished training run (needs best.keras and config.json)"
+            )
+        return load_keras(self.best_checkpoint)
+
+
+def load_keras(path: str | Path, *, compile: bool = False):  # noqa: A002  (Keras' own word)
+    """Load a ``.keras`` file in whatever layout this machine can run.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is not a usable Keras model; the message says why.
+    """
+    from segkit.models.layout import load_keras_model
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file {path} does not exist")
+    try:
+        return load_keras_model(path, compile=compile)
+    except Exception as exc:  # zip, HDF5 and config errors all mean "not a usable model"
+        raise ValueError(f"cannot load model file {path}: {exc}") from None

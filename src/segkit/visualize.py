@@ -1,0 +1,95 @@
+"""Pictures for people: mask outlines over images (with a legend), training curves, PNG files.
+
+Everything here draws; nothing computes a score. Files are written atomically.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+from scipy import ndimage
+
+from segkit._io import atomic_path
+from segkit.evaluation import surface
+
+#: Outline colours of the overlays.
+PREDICTED_COLOUR = (230, 30, 30)
+TRUE_COLOUR = (40, 220, 40)
+
+
+def overlay(
+    image: np.ndarray,
+    predicted: np.ndarray,
+    true: np.ndarray | None = None,
+    *,
+    legend: bool = False,
+) -> np.ndarray:
+    """RGB picture of ``image`` with the predicted outline in red and the true one in green.
+
+    Args:
+        image: ``uint8 (H, W)`` or ``(H, W, C)``; the first channel is shown in grey.
+        predicted: ``(H, W)`` mask.
+        true: ``(H, W)`` true mask, or None.
+        legend: write what each colour means in the top-left corner.
+    """
+    grey = image[..., 0] if image.ndim == 3 else image
+    picture = np.repeat(grey[..., None], 3, axis=-1).astype(np.uint8)
+    thick = ndimage.binary_dilation  # one pixel is hard to see on a 512 image
+    if true is not None:
+        if true.shape != grey.shape:
+            raise ValueError(f"true mask is {true.shape}, but the image is {grey.shape}")
+        picture[thick(surface(true.astype(bool)))] = TRUE_COLOUR
+    picture[thick(surface(predicted.astype(bool)))] = PREDICTED_COLOUR
+    if legend:
+        entries = [("predicted", PREDICTED_COLOUR)]
+        if true is not None:
+            entries.append(("true", TRUE_COLOUR))
+        picture = _draw_legend(picture, entries)
+    return picture
+
+
+def _draw_legend(picture: np.ndarray, entries: list[tuple[str, tuple[int, int, int]]]):
+    """Name each outline colour on a dark box in the corner (scans have dark corners)."""
+    drawing = Image.fromarray(picture)
+    draw = ImageDraw.Draw(drawing)
+    line = 12
+    width = 8 + max(int(draw.textlength(name)) for name, _ in entries) + 16
+    draw.rectangle((2, 2, 2 + width, 4 + line * len(entries)), fill=(0, 0, 0))
+    for row, (name, colour) in enumerate(entries):
+        top = 4 + row * line
+        draw.rectangle((5, top + 3, 13, top + 7), fill=colour)
+        draw.text((18, top), name, fill=colour)
+    return np.asarray(drawing)
+
+
+def write_png(path: str | Path, array: np.ndarray) -> None:
+    """Write a ``uint8`` array as a PNG, atomically."""
+    with atomic_path(path) as tmp:
+        Image.fromarray(array).save(tmp, format="PNG")
+
+
+def plot_curves(history: list[dict], path: str | Path) -> None:
+    """Loss and Dice per epoch, training beside validation, as a PNG."""
+    # A bare Figure draws without pyplot, leaving the user's plotting backend alone.
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    epochs = np.array([row["epoch"] for row in history])
+    figure = Figure(figsize=(9, 3.5), constrained_layout=True)
+    axes = figure.subplots(1, 2)
+    for axis, metric in zip(axes, ("loss", "dice")):
+        for prefix, style in (("", "-"), ("val_", "--")):
+            key = prefix + metric
+            if key in history[0]:
+                axis.plot(epochs, [row[key] for row in history], style, marker="o", label=key)
+        axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if len(epochs) == 1:  # the locator alone still draws fractional ticks around one point
+            axis.set_xticks(epochs)
+        axis.set_title(metric)
+        axis.grid(alpha=0.3)
+        axis.legend()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=100)
