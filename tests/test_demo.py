@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import warnings
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 import segkit
-from segkit import weights
+from segkit import evaluation
 from segkit.cli import cli
 from segkit.demo import run_demo, sample_dir
+from segkit.models import pretrained as weights
 
 
 def test_bundled_sample_is_complete():
@@ -25,10 +28,18 @@ def test_bundled_sample_is_complete():
 @pytest.mark.backend
 def test_demo_uses_shipped_weights_and_writes_overlays_and_a_report(tmp_path):
     report = run_demo(tmp_path)
-    assert report["model"] in weights.available()
+    assert report["model"] == "resunet.figshare"
     assert len(list(tmp_path.glob("*_overlay.png"))) == 6
     assert json.loads((tmp_path / "report.json").read_text())["n_images"] == 6
-    assert "dice" in report["table"]
+    # The figure the quickstart and model card quote for the six bundled slices.
+    assert report["dice_mean"] == pytest.approx(0.623, abs=0.002)
+    assert report["table"].splitlines()[1].split()[:3] == ["all", "6", "0.623"]
+    # The report scores the very masks the demo wrote.
+    dice = []
+    for true_path in sorted((sample_dir() / "masks").glob("*_mask.png")):
+        written = np.asarray(Image.open(tmp_path / true_path.name)) > 0
+        dice.append(evaluation.score(written, np.asarray(Image.open(true_path)) > 0)["dice"])
+    assert np.mean(dice) == pytest.approx(report["dice_mean"])
 
 
 @pytest.mark.backend
@@ -44,10 +55,10 @@ def test_demo_with_shipped_weights_says_its_score_is_not_held_out(tmp_path, monk
     # A tiny U-Net stands in for shipped weights; the demo must pick it up without warning.
     tiny = {"input_shape": (32, 32, 1), "base_filters": 4, "depth": 2}
     path = tmp_path / "unet-test.npz"
-    digest = weights.save_weights(segkit.models.get("unet", **tiny), path)
-    entry = weights.Pretrained(
-        "unet", "test", path.name, digest, config=tiny, preprocessing={"size": (32, 32)}
-    )
+    prep = {"size": (32, 32), "channels": 1, "normalize": "divide255"}
+    network = segkit.models.get("unet", **tiny)
+    digest = weights.save_weights(network, path, builder="unet", config=tiny, preprocessing=prep)
+    entry = weights.Pretrained("unet", "test", path.name, digest)
     monkeypatch.setattr(weights, "PRETRAINED", {("unet", "test"): entry})
     monkeypatch.setattr(weights, "weights_path", lambda e: tmp_path / e.filename)
     with warnings.catch_warnings():

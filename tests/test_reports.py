@@ -11,6 +11,7 @@ from PIL import Image
 
 import segkit
 from segkit.demo import sample_dir
+from segkit.inference import predict
 from segkit.reports import evaluate, format_table
 
 REQUIRED = ("n_images", "dice_mean", "dice_pooled", "iou_mean", "hd95_mean", "images")
@@ -63,7 +64,14 @@ def test_model_report_at_both_resolutions(tmp_path):
     small = evaluate(path, sample_dir(), at_model_size=True)
     assert original["resolution"] == "original" and small["resolution"] == "model"
     assert original["n_images"] == small["n_images"] == 6
-    assert "dice" in format_table(original)
+    header, overall = format_table(original).splitlines()[:2]
+    assert header.split()[:2] == ["images", "dice"]
+    assert overall.split()[:3] == ["all", "6", f"{original['dice_mean']:.3f}"]
+    # The model's report scores exactly the masks that predict writes.
+    predict(path, [sample_dir() / "images"], tmp_path / "pred")
+    from_files = evaluate(None, sample_dir(), predictions=tmp_path / "pred")
+    assert [r["key"] for r in from_files["images"]] == [r["key"] for r in original["images"]]
+    assert [r["dice"] for r in from_files["images"]] == [r["dice"] for r in original["images"]]
 
 
 def test_a_manifest_subset_scores_only_that_part(tmp_path):

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 import segkit
-from segkit import data, training, weights
+from segkit import data, training
 from segkit.demo import sample_dir
+from segkit.models import pretrained as weights
 
 pytestmark = pytest.mark.backend
 
@@ -37,6 +38,9 @@ def manifest(tmp_path_factory):
         test=(),
     ).save(path)
     return path
+
+
+PREP_32 = {"size": (32, 32), "channels": 1, "normalize": "divide255"}
 
 
 def _train(out, manifest, tmp_path, **settings):
@@ -197,7 +201,8 @@ def test_init_from_a_weights_npz(tmp_path, manifest):
     rng = np.random.default_rng(7)
     source.set_weights([rng.uniform(-1, 1, w.shape) for w in source.get_weights()])
     npz = tmp_path / "start.npz"
-    weights.save_weights(source, npz)
+    config = {"input_shape": (32, 32, 1), **TINY["model_config"]}
+    weights.save_weights(source, npz, builder="unet", config=config, preprocessing=PREP_32)
     second = _train(
         tmp_path / "second",
         manifest,
@@ -216,7 +221,9 @@ def test_init_from_a_weights_npz(tmp_path, manifest):
 
 def test_init_from_an_npz_that_does_not_fit_names_the_file(tmp_path, manifest):
     npz = tmp_path / "wide.npz"
-    weights.save_weights(segkit.models.get("unet", input_shape=(32, 32, 1), depth=2), npz)
+    config = {"input_shape": (32, 32, 1), "depth": 2}
+    network = segkit.models.get("unet", **config)
+    weights.save_weights(network, npz, builder="unet", config=config, preprocessing=PREP_32)
     with pytest.raises(ValueError, match="init_from: weights file .*wide.npz does not fit"):
         _train(tmp_path / "run", manifest, tmp_path, epochs=1, init_from=str(npz))
     assert not (tmp_path / "run").exists()

@@ -6,8 +6,8 @@ import warnings
 from importlib.resources import files
 from pathlib import Path
 
-from segkit import weights as shipped
 from segkit.inference import load_model, predict
+from segkit.models import pretrained as shipped
 from segkit.reports import evaluate, format_table
 
 
