@@ -347,8 +347,8 @@ def test_keyword_a_loss_does_not_take_is_a_clear_error():
 @pytest.fixture
 def scratch_registry(monkeypatch):
     """Registrations and plugins of a test vanish after it."""
-    monkeypatch.setattr(losses, "_losses", dict(losses._losses))
-    monkeypatch.setattr(losses, "_plugins_loaded", False)
+    monkeypatch.setattr(losses._losses, "entries", dict(losses._losses.entries))
+    monkeypatch.setattr(losses._losses, "plugins_loaded", False)
 
 
 class ScaledAbsoluteError(keras.losses.Loss):

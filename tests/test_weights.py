@@ -89,7 +89,7 @@ def test_the_files_config_wins_over_changed_builder_defaults(shipped, monkeypatc
     model, _ = shipped
     # As if a later release made the U-Net wider and deeper by default.
     wider = functools.partial(_registry.builder("unet"), base_filters=8, depth=3)
-    monkeypatch.setitem(_registry._builders, "unet", wider)
+    monkeypatch.setitem(_registry._builders.entries, "unet", wider)
     assert segkit.models.get("unet", input_shape=(32, 32, 1)).count_params() > model.count_params()
 
     loaded = segkit.models.get("unet.test")

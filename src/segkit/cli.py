@@ -63,6 +63,15 @@ def models(pattern: str) -> None:
         click.echo(f"{name:<18} {segkit.models.describe(name)}{suffix}")
 
 
+_threshold_option = click.option(
+    "--threshold",
+    default=None,
+    type=float,
+    help="Foreground above this probability [default: the model's own, 0.5 unless its weights "
+    "say otherwise].",
+)
+
+
 def _model_options(function):
     """--model and --weights, shared by the commands that run a model."""
     function = click.option(
@@ -193,13 +202,7 @@ def _parse_value(text: str):
 @click.option("--manifest", type=click.Path(), help="Split manifest (a run's split.json).")
 @click.option("--subset", type=click.Choice(["train", "val", "test"]), help="Part of --manifest.")
 @click.option("--at-model-size", is_flag=True, help="Score at the model's size, not the truth's.")
-@click.option(
-    "--threshold",
-    default=None,
-    type=float,
-    help="Foreground above this probability [default: the model's own, 0.5 unless its weights "
-    "say otherwise].",
-)
+@_threshold_option
 def evaluate(model, weights, predictions, data_dir, out, **options):
     """Score a model, or predicted masks, against true masks; print a table."""
     from segkit.reports import evaluate as run_evaluation
@@ -219,13 +222,7 @@ def evaluate(model, weights, predictions, data_dir, out, **options):
 @_model_options
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("--out", required=True, type=click.Path(), help="Output folder.")
-@click.option(
-    "--threshold",
-    default=None,
-    type=float,
-    help="Foreground above this probability [default: the model's own, 0.5 unless its weights "
-    "say otherwise].",
-)
+@_threshold_option
 @click.option("--batch-size", default=8, show_default=True, type=int)
 @click.option("--probabilities", is_flag=True, help="Also write probability maps.")
 @click.option("--overlays", is_flag=True, help="Also write overlay pictures.")

@@ -30,15 +30,13 @@ entry-point group, loaded the first time the registry is asked anything.
 from __future__ import annotations
 
 import builtins
-import difflib
-import fnmatch
-import importlib.metadata
 import inspect
-import warnings
 from collections.abc import Callable, Sequence
 
 import keras
 from keras import ops
+
+from segkit._plugins import Registry
 
 __all__ = [
     "register",
@@ -58,9 +56,18 @@ __all__ = [
 MODES = ("binary", "multiclass", "multilabel")
 ENTRY_POINT_GROUP = "segkit.losses"
 
-# Registered loss classes and factory functions by name; the built-in ones register below.
-_losses: dict[str, Callable[..., keras.losses.Loss]] = {}
-_plugins_loaded = False
+
+def _check_accepts_mode(name: str, loss: Callable) -> None:
+    accepted = _accepted_keywords(loss)
+    if accepted is not None and "mode" not in accepted:
+        raise ValueError(
+            f"loss {name!r} ({loss.__module__}.{loss.__qualname__}) must accept a 'mode' "
+            "argument: segkit.train passes 'binary' or 'multiclass'"
+        )
+
+
+# Loss classes and factory functions by name; the built-in ones register below.
+_losses = Registry("loss", "losses", ENTRY_POINT_GROUP, check=_check_accepts_mode)
 
 
 def register(name: str | None = None) -> Callable[[Callable], Callable]:
@@ -73,20 +80,12 @@ def register(name: str | None = None) -> Callable[[Callable], Callable]:
     Raises:
         ValueError: if the name is already taken, or the loss does not accept ``mode``.
     """
-
-    def decorator(loss: Callable) -> Callable:
-        key = name or loss.__name__
-        _check_registrable(key, loss)
-        _losses[key] = loss
-        return loss
-
-    return decorator
+    return _losses.register(name)
 
 
 def list(pattern: str = "*") -> builtins.list[str]:  # noqa: A001  (as segkit.models.list)
     """Sorted names of the registered losses matching a shell-style wildcard ``pattern``."""
-    _load_plugins()
-    return sorted(name for name in _losses if fnmatch.fnmatchcase(name, pattern))
+    return _losses.names(pattern)
 
 
 def get(name: str, /, **kwargs) -> keras.losses.Loss:
@@ -99,15 +98,7 @@ def get(name: str, /, **kwargs) -> keras.losses.Loss:
         KeyError: for an unknown name, listing the closest and all registered names.
         ValueError: for a keyword the loss does not take, listing those it takes.
     """
-    _load_plugins()
-    try:
-        factory = _losses[name]
-    except KeyError:
-        close = difflib.get_close_matches(name, _losses, n=3, cutoff=0.5)
-        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise KeyError(
-            f"unknown loss {name!r}.{hint} Registered losses: {', '.join(list())}"
-        ) from None
+    factory = _losses.lookup(name)
     accepted = _accepted_keywords(factory)
     unknown = [key for key in kwargs if accepted is not None and key not in accepted]
     if unknown:
@@ -139,45 +130,6 @@ def _accepted_keywords(loss: Callable) -> builtins.list[str] | None:
         if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
             return builtins.list(accepted)
     return None
-
-
-def _check_registrable(name: str, loss: Callable) -> None:
-    if name in _losses and _losses[name] is not loss:
-        existing = _losses[name]
-        raise ValueError(
-            f"loss name {name!r} is already registered by "
-            f"{existing.__module__}.{existing.__qualname__}; choose another name"
-        )
-    accepted = _accepted_keywords(loss)
-    if accepted is not None and "mode" not in accepted:
-        raise ValueError(
-            f"loss {name!r} ({loss.__module__}.{loss.__qualname__}) must accept a 'mode' "
-            "argument: segkit.train passes 'binary' or 'multiclass'"
-        )
-
-
-def _load_plugins() -> None:
-    """Load every ``segkit.losses`` entry point once; a broken plugin only warns."""
-    global _plugins_loaded
-    if _plugins_loaded:
-        return
-    _plugins_loaded = True
-    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            loaded = entry.load()
-            # An entry point names a loss class or factory, or a module whose import registers.
-            if not inspect.ismodule(loaded):
-                if not callable(loaded):
-                    raise TypeError("it names neither a loss class, a function nor a module")
-                _check_registrable(entry.name, loaded)
-                _losses[entry.name] = loaded
-        except Exception as exc:  # a plugin's failure must not take the registry down
-            warnings.warn(
-                f"segkit: loss plugin {entry.name!r} ({entry.value}) is skipped: "
-                f"{type(exc).__name__}: {exc}",
-                RuntimeWarning,
-                stacklevel=3,
-            )
 
 
 def _tp_fp_fn(y_true, y_pred, axis):

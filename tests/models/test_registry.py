@@ -15,7 +15,7 @@ from segkit.models import _registry
 @pytest.fixture
 def scratch_registry(monkeypatch):
     """Registrations made in a test vanish after it."""
-    monkeypatch.setattr(_registry, "_builders", dict(_registry._builders))
+    monkeypatch.setattr(_registry._builders, "entries", dict(_registry._builders.entries))
 
 
 def test_builtin_models_are_listed():
