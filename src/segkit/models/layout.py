@@ -30,7 +30,7 @@ _TO_CHANNELS_FIRST = "to_channels_first"
 _TO_CHANNELS_LAST = "to_channels_last"
 
 
-def load_keras_model(path: str | Path, *, compile: bool = False) -> keras.Model:  # noqa: A002
+def load_keras_model(path: str | Path, *, compile: bool = False) -> keras.Model:
     """Load a ``.keras`` file, in ``channels_last`` where ``channels_first`` cannot run.
 
     Use this instead of ``keras.saving.load_model`` for any model segkit saves. Files that
