@@ -22,8 +22,15 @@ PAGE = ROOT / "docs" / "structure.md"
 LAYERS = (
     (
         "foundations",
-        "files written atomically, the backend, resizing, mask values",
-        ("segkit._io", "segkit.backend", "segkit.environment", "segkit.resize", "segkit.masks"),
+        "files written atomically, plugin registries, the backend, resizing, mask values",
+        (
+            "segkit._io",
+            "segkit._plugins",
+            "segkit.backend",
+            "segkit.environment",
+            "segkit.resize",
+            "segkit.masks",
+        ),
     ),
     ("data", "find, read, split and stream samples", ("segkit.data",)),
     (
