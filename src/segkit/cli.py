@@ -55,10 +55,10 @@ def info() -> None:
 def models(pattern: str) -> None:
     """List registered architectures (optionally matching a wildcard PATTERN)."""
     import segkit
-    from segkit import weights
+    from segkit.models import pretrained
 
     for name in segkit.models.list(pattern):
-        tags = ", ".join(t.split(".", 1)[1] for t in weights.available(name))
+        tags = ", ".join(segkit.models.split_name(t)[1] for t in pretrained.available(name))
         suffix = f"  [weights: {tags}]" if tags else ""
         click.echo(f"{name:<18} {segkit.models.describe(name)}{suffix}")
 

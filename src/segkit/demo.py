@@ -8,6 +8,7 @@ from pathlib import Path
 
 from segkit.inference import load_model, predict
 from segkit.models import pretrained as shipped
+from segkit.models import split_name
 from segkit.reports import evaluate, format_table
 
 
@@ -34,7 +35,7 @@ def run_demo(out: str | Path = "segkit-demo", model: str | None = None) -> dict:
     out = Path(out)
     if model is None:
         every = shipped.available()
-        model = "unet" if shipped.available("unet") or not every else every[0].split(".")[0]
+        model = "unet" if shipped.available("unet") or not every else split_name(every[0])[0]
     tags = shipped.available(model)
     if tags:
         segmenter = load_model(tags[0])
