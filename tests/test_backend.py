@@ -18,8 +18,10 @@ NEOVERSE_V1 = "processor\t: 0\nFeatures\t: fp asimd sve bf16 i8mm\n"
 
 @pytest.fixture
 def cpuinfo(tmp_path, monkeypatch):
-    """``cpuinfo(text)``: make segkit read ``text`` as /proc/cpuinfo, on a CPU-only backend."""
+    """``cpuinfo(text)``: make segkit read ``text`` as /proc/cpuinfo, on a CPU-only backend
+    with TensorFlow's oneDNN left on."""
     monkeypatch.setattr(backend, "gpu_in_use", lambda: False)
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
 
     def use(text: str | None) -> None:
         path = tmp_path / "cpuinfo" if text is not None else tmp_path / "absent"
@@ -75,9 +77,24 @@ def test_native_bfloat16_on_any_gpu(cpuinfo, monkeypatch):
 
 def test_check_precision_warns_about_emulated_bfloat16(cpuinfo):
     cpuinfo(AVX2_ONLY)
-    with pytest.warns(UserWarning, match="mixed_bfloat16 is emulated on this CPU") as record:
+    with pytest.warns(UserWarning, match="mixed_bfloat16 is emulated here .the CPU's") as record:
         backend.check_precision("mixed_bfloat16")
     assert len(record) == 1 and "\n" not in str(record[0].message)
+
+
+@pytest.mark.backend
+def test_tensorflow_without_onednn_emulates_bfloat16_on_any_cpu(cpuinfo, monkeypatch):
+    cpuinfo(SAPPHIRE_RAPIDS)
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
+    on_tensorflow = keras.backend.backend() == "tensorflow"
+    assert backend.native_bfloat16() is not on_tensorflow
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        backend.check_precision("mixed_bfloat16")
+    if on_tensorflow:
+        assert len(record) == 1 and "TF_ENABLE_ONEDNN_OPTS=0 turns off" in str(record[0].message)
+    else:
+        assert not record
 
 
 @pytest.mark.parametrize(

@@ -91,11 +91,12 @@ def channels_first_supported() -> bool:
     """Whether models can compute in ``channels_first`` on this backend and device.
 
     True on torch, JAX and TensorFlow with a GPU. TensorFlow on CPU runs NCHW convolutions only
-    through its oneDNN kernels, which it enables on CPUs with AVX-512 (and which
-    ``TF_ENABLE_ONEDNN_OPTS=0`` turns off); elsewhere it fails with "The Conv2D op currently only
-    supports the NHWC tensor format on the CPU". So on TensorFlow without a GPU this runs the
-    ops segkit's models compute in that layout once, on a tiny tensor, and reports whether they
-    ran. The answer is cached for the process.
+    through its oneDNN kernels, which it turns on by default on Linux for CPUs with VNNI,
+    AVX-512 BF16 or AMX (and ``TF_ENABLE_ONEDNN_OPTS=0`` turns off); elsewhere, an AVX2-only
+    CPU for example, it fails with "The Conv2D op currently only supports the NHWC tensor format
+    on the CPU". So on TensorFlow without a GPU this runs the ops segkit's models compute in
+    that layout once, on a tiny tensor, and reports whether they ran. The answer is cached for
+    the process.
     """
     import keras
 
@@ -140,13 +141,24 @@ def cpu_features() -> frozenset[str]:
     return frozenset()
 
 
+def _onednn_turned_off() -> bool:
+    """Whether TensorFlow is the backend and ``TF_ENABLE_ONEDNN_OPTS`` turns its oneDNN kernels
+    off, bfloat16 ones included, whatever the CPU has."""
+    import keras
+
+    setting = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "").strip().lower()
+    return keras.backend.backend() == "tensorflow" and setting in ("0", "false")
+
+
 def native_bfloat16() -> bool:
     """Whether bfloat16 compute is native here: a GPU is in use, or the CPU has BF16 units.
 
-    Without them (for example an AVX2-only CPU) bfloat16 still works, but emulated in float32
-    arithmetic with conversions, which is slower than plain float32.
+    Without them (for example an AVX2-only CPU), or on TensorFlow with oneDNN turned off,
+    bfloat16 still works, but emulated, and slower than plain float32.
     """
-    return bool(cpu_features() & NATIVE_BFLOAT16_FEATURES) or gpu_in_use()
+    if gpu_in_use():
+        return True
+    return bool(cpu_features() & NATIVE_BFLOAT16_FEATURES) and not _onednn_turned_off()
 
 
 def check_precision(precision: str) -> None:
@@ -154,10 +166,15 @@ def check_precision(precision: str) -> None:
 
     That is ``"mixed_bfloat16"`` without `native_bfloat16`. Other precisions pass silently.
     """
-    if precision == "mixed_bfloat16" and not native_bfloat16():
-        warnings.warn(
-            "segkit: mixed_bfloat16 is emulated on this CPU (its flags have no avx512_bf16, "
-            "amx_bf16 or bf16), so it trains slower than float32; use precision='float32' here",
-            UserWarning,
-            stacklevel=2,
-        )
+    if precision != "mixed_bfloat16" or native_bfloat16():
+        return
+    if _onednn_turned_off():
+        reason = "TF_ENABLE_ONEDNN_OPTS=0 turns off TensorFlow's bfloat16 kernels"
+    else:
+        reason = "the CPU's flags have no avx512_bf16, amx_bf16 or bf16"
+    warnings.warn(
+        f"segkit: mixed_bfloat16 is emulated here ({reason}), so it trains slower than "
+        "float32; use precision='float32' here",
+        UserWarning,
+        stacklevel=2,
+    )

@@ -16,9 +16,10 @@ from segkit import backend
 
 #: Why a model asked for channels_first computes in channels_last; one line.
 CHANNELS_FIRST_FALLBACK = (
-    "segkit: TensorFlow cannot run channels_first (NCHW) convolutions on this CPU (they need "
-    "oneDNN, enabled on CPUs with AVX-512, or a GPU); computing in channels_last instead, "
-    "with the same outputs. Ask for data_format='channels_last' to silence this warning."
+    "segkit: TensorFlow cannot run channels_first (NCHW) convolutions on this CPU (that needs "
+    "a GPU or its oneDNN kernels, on by default on CPUs with VNNI, AVX-512 BF16 or AMX); "
+    "computing in channels_last instead, with the same outputs. Ask for "
+    "data_format='channels_last' to silence this warning."
 )
 
 
