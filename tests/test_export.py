@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 
 import keras
 import numpy as np
+import onnx
 import pytest
+from click.testing import CliRunner
 from PIL import Image
 
 import segkit
+from segkit import data, training
+from segkit.cli import cli
 from segkit.demo import sample_dir
-from segkit.exporting import export
-from segkit.inference import load_model, predict
+from segkit.exporting import export, quality_path
+from segkit.inference import ONNX_METADATA_KEY, ONNX_QUANTIZATION_KEY, load_model, predict
+from segkit.reports import evaluate
 
 pytestmark = pytest.mark.backend
 
@@ -113,3 +120,127 @@ def test_bad_export_requests(tiny, tmp_path):
     if keras.backend.backend() == "jax":
         with pytest.raises(ValueError, match="not supported on the jax backend"):
             export(tiny / "tiny.keras", tmp_path / "m.onnx")
+
+
+# int8 quantization ---------------------------------------------------------------------------
+
+
+def _int8(tiny, out, calibration=None, **kwargs):
+    return export(tiny / "tiny.keras", out, quantize="int8", calibration=calibration, **kwargs)
+
+
+def test_int8_export_predicts_like_any_onnx_file(tiny, backend, tmp_path):
+    out = tmp_path / "tiny-int8.onnx"
+    if backend == "jax":
+        with pytest.raises(ValueError, match="not supported on the jax backend"):
+            _int8(tiny, out, sample_dir())
+        return
+    _int8(tiny, out, sample_dir())
+    exported = onnx.load(str(out))
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in exported.graph.node}
+    metadata = {p.key: p.value for p in exported.metadata_props}
+    assert json.loads(metadata[ONNX_METADATA_KEY])["size"] == [32, 32]
+
+    int8 = load_model(out)
+    assert int8.precision == "int8" and int8.prep.size == (32, 32)
+    images = [data.read_image(p) for p in sorted((sample_dir() / "images").glob("*.png"))]
+    float32 = load_model(tiny / "tiny.keras").predict(images)
+    assert np.abs(int8.predict(images) - float32).max() < 0.05  # int8 steps, not a new model
+    written = predict(out, [sample_dir() / "images"], tmp_path / "masks")
+    assert len(written) == len(images)
+    evaluated = evaluate(out, sample_dir())
+    assert evaluated["n_images"] == len(images) and evaluated["model"] == str(out)
+
+
+def test_int8_export_writes_its_dice_change_beside_it_and_inside(tiny, backend, tmp_path):
+    if backend == "jax":
+        return  # JAX cannot export: the test above checks the refusal
+    out = _int8(tiny, tmp_path / "tiny-int8.onnx", sample_dir())
+    quality = json.loads(quality_path(out).read_text())
+    assert quality_path(out).name == "tiny-int8.onnx.json"
+    inside = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert json.loads(inside[ONNX_QUANTIZATION_KEY]) == quality
+    # The bundled sample is a data folder with masks: calibrated and measured on its 6 slices.
+    assert quality["calibrated_on"].startswith("6 slices: ")
+    assert quality["measured_on"].endswith("(calibration slices)")
+    for key in ("float32_dice_mean", "int8_dice_mean", "mask_agreement_dice_mean"):
+        assert 0.0 <= quality[key] <= 1.0, key
+    assert quality["mask_agreement_dice_min"] <= quality["mask_agreement_dice_mean"]
+    assert 0.0 <= quality["pixels_changed"] < 0.5
+    assert quality["dice_change_mean"] == pytest.approx(
+        quality["int8_dice_mean"] - quality["float32_dice_mean"]
+    )
+    assert quality["dice_change_worst_image"] <= max(quality["dice_change_mean"], 0.0)
+
+
+def test_int8_export_of_images_without_masks_measures_agreement_only(tiny, backend, tmp_path):
+    if backend == "jax":
+        return  # JAX cannot export: the first int8 test checks the refusal
+    out = _int8(tiny, tmp_path / "tiny-int8.onnx", sample_dir() / "images")
+    quality = json.loads(quality_path(out).read_text())
+    assert "dice_change_mean" not in quality and "(calibration images)" in quality["measured_on"]
+    assert 0.0 <= quality["mask_agreement_dice_mean"] <= 1.0
+
+
+def test_int8_export_of_a_run_calibrates_on_its_training_split(backend, tmp_path):
+    if backend == "jax":
+        return  # JAX cannot export: the first int8 test checks the refusal
+    keys = [s.key for s in data.find_samples(sample_dir())]
+    manifest = tmp_path / "split.json"
+    train, val, test = tuple(keys[:3]), (keys[3],), tuple(keys[4:])
+    data.Split("random", 0, (0.5, 0.2, 0.3), train=train, val=val, test=test).save(manifest)
+    run = tmp_path / "run"
+    training.train(
+        "unet",
+        sample_dir(),
+        run,
+        quiet=True,
+        manifest=str(manifest),
+        cache=str(tmp_path / "cache"),
+        epochs=1,
+        image_size=(32, 32),
+        batch_size=2,
+        model_config={"base_filters": 4, "depth": 2},
+        workers=1,
+    )
+    out = export(run, tmp_path / "run-int8.onnx", quantize="int8")
+    quality = json.loads(quality_path(out).read_text())
+    assert quality["calibrated_on"].startswith("3 slices: ")
+    assert "3 training slices of run" in quality["calibrated_on"]
+    assert quality["measured_on"].startswith("2 slices: ")
+    assert "2 test slices of run" in quality["measured_on"]
+
+
+@pytest.mark.parametrize("layout", ["images", "data folder"])
+def test_calibration_names_an_unreadable_file(tiny, backend, tmp_path, layout):
+    folder = tmp_path / "calibration"
+    images = folder / "images" if layout == "data folder" else folder
+    shutil.copytree(sample_dir() / "images", images)
+    (images / "broken.png").write_bytes(b"this is no PNG")
+    if layout == "data folder":
+        shutil.copytree(sample_dir() / "masks", folder / "masks")
+        shutil.copy(folder / "masks" / "955_mask.png", folder / "masks" / "broken_mask.png")
+    if backend == "jax":
+        with pytest.raises(ValueError, match="not supported on the jax backend"):
+            _int8(tiny, tmp_path / "m.onnx", folder)
+        return
+    with pytest.raises(data.DataError, match="broken.png") as raised:
+        _int8(tiny, tmp_path / "m.onnx", folder)
+    assert "\n" not in str(raised.value)
+    args = ["export", "--model", str(tiny / "tiny.keras"), "--out", str(tmp_path / "m.onnx")]
+    result = CliRunner().invoke(cli, [*args, "--quantize", "int8", "--calibration", str(folder)])
+    assert result.exit_code == 2
+    assert "broken.png" in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_bad_quantize_requests(tiny, tmp_path):
+    with pytest.raises(ValueError, match="quantize must be one of"):
+        export(tiny / "tiny.keras", tmp_path / "m.onnx", quantize="int4")
+    with pytest.raises(ValueError, match="needs format='onnx'"):
+        export(tiny / "tiny.keras", tmp_path / "saved", format="tf_saved_model", quantize="int8")
+    with pytest.raises(ValueError, match="calibration is for quantize"):
+        export(tiny / "tiny.keras", tmp_path / "m.onnx", calibration=sample_dir())
+    if keras.backend.backend() != "jax":
+        with pytest.raises(ValueError, match="needs slices to calibrate on"):
+            _int8(tiny, tmp_path / "m.onnx")
