@@ -7,6 +7,13 @@ grows, so every configuration runs in its own process::
     python -m benchmarks.worker torch --model notebook_unet --mode predict --batch 1
     python -m benchmarks.worker export --model unet --onnx /tmp/unet.onnx
     python -m benchmarks.worker onnxruntime --onnx /tmp/unet.onnx --batch 8
+    python -m benchmarks.worker export --model resunet.figshare --onnx /tmp/r.onnx --quantize int8
+    python -m benchmarks.worker segmenter --model /tmp/r.onnx --batch 8
+    python -m benchmarks.worker segmenter --model resunet.figshare --precision bfloat16 --dice
+
+``segmenter`` runs what ``segkit predict`` runs: ``segkit.load_model(--model, precision=...)``,
+timing its forward pass on a batch; with ``--dice`` it instead scores the model on the Figshare
+test blocks (``segkit.evaluate``) and returns the per-image Dice.
 
 Modes: ``train`` times one optimiser step on a batch (Adam 1e-4, the notebook's Dice loss);
 ``predict`` times one forward pass over a batch (Keras: ``model.predict``). Warm-up steps run
@@ -164,11 +171,20 @@ def measure_torch(args) -> dict:
 
 
 def export_onnx(args) -> dict:
-    """Export segkit's model to ``args.onnx`` from the TensorFlow backend (untimed setup)."""
+    """Export segkit's model to ``args.onnx`` from the TensorFlow backend (untimed setup).
+
+    A model with shipped weights (``resunet.figshare``) is exported by ``segkit.export``, as
+    ``segkit export`` does, int8 with ``--quantize int8``; a bare name is built untrained.
+    """
     os.environ["KERAS_BACKEND"] = "tensorflow"
     import keras
 
     import segkit.models
+
+    if "." in args.model:
+        start = time.perf_counter()
+        segkit.export(args.model, args.onnx, quantize=args.quantize)
+        return {"onnx": args.onnx, "export_s": time.perf_counter() - start}
 
     keras.utils.set_random_seed(0)
     model = segkit.models.get(args.model, input_shape=(args.size, args.size, 1))
@@ -194,6 +210,39 @@ def measure_onnxruntime(args) -> dict:
     return result(args, seconds, imported_mib, device="cpu")
 
 
+def measure_segmenter(args) -> dict:
+    """``segkit.load_model(args.model, precision=args.precision)``: its forward pass on a batch,
+    or with ``--dice`` its per-image Dice on the Figshare test blocks."""
+    os.environ["KERAS_BACKEND"] = args.backend
+    import segkit
+    from segkit.backend import cpu_features
+
+    imported_mib = peak_rss_mib()
+    segmenter = segkit.load_model(args.model, precision=args.precision)
+    if args.dice:
+        root = Path(__file__).resolve().parent.parent
+        data = Path(os.environ.get("SEGKIT_SHARED_DATA", root.parent / "shared" / "data"))
+        manifest = root / "docs" / "manifests" / "figshare-256-blocks-seed0.json"
+        start = time.perf_counter()
+        report = segkit.evaluate(
+            segmenter, data / "figshare-brain-tumor-256", manifest=manifest, subset="test"
+        )
+        return {
+            "dice": [image["dice"] for image in report["images"]],
+            "keys": [image["key"] for image in report["images"]],
+            "dice_mean": report["dice_mean"],
+            "evaluate_s": time.perf_counter() - start,
+        }
+    images, _ = random_batch(args.batch, segmenter.prep.size[0])
+    seconds = time_steps(lambda: segmenter.run(images), args.warmup, args.steps)
+    extra = {"precision": segmenter.precision, "cpu_features": sorted(cpu_features())}
+    if segmenter.network is not None:
+        from segkit.models.flops import count_flops
+
+        extra["gflops"] = count_flops(segmenter.network) / 1e9
+    return result(args, seconds, imported_mib, device="cpu", **extra)
+
+
 def result(args, seconds: list[float], imported_mib: float, **extra) -> dict:
     """The JSON record of one measurement."""
     mean = sum(seconds) / len(seconds)
@@ -217,7 +266,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("framework", choices=["keras", "torch", "export", "onnxruntime"])
+    parser.add_argument(
+        "framework", choices=["keras", "torch", "export", "onnxruntime", "segmenter"]
+    )
     parser.add_argument(
         "--model", default="unet", help="segkit model name, or a peer name for 'torch'"
     )
@@ -228,7 +279,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="layout segkit computes in (default: segkit's default)",
     )
     parser.add_argument(
-        "--precision", default="float32", help="Keras dtype policy for 'keras', e.g. mixed_bfloat16"
+        "--precision",
+        default="float32",
+        help="'keras': a Keras dtype policy (mixed_bfloat16); 'segmenter': float32 or bfloat16",
     )
     parser.add_argument("--mode", choices=["train", "predict"], default="predict")
     parser.add_argument("--batch", type=int, default=8)
@@ -236,6 +289,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     parser.add_argument("--steps", type=int, default=2, help="timed steps")
     parser.add_argument("--onnx", help="ONNX file to write ('export') or run ('onnxruntime')")
+    parser.add_argument("--quantize", choices=["int8"], help="'export': quantize the ONNX file")
+    parser.add_argument(
+        "--dice", action="store_true", help="'segmenter': score on the Figshare test blocks"
+    )
     return parser.parse_args(argv)
 
 
@@ -246,6 +303,7 @@ def main(argv: list[str] | None = None) -> None:
         "torch": measure_torch,
         "export": export_onnx,
         "onnxruntime": measure_onnxruntime,
+        "segmenter": measure_segmenter,
     }[args.framework]
     record = measure(args)
     # Libraries log to stdout too: the record is the last line, marked for the caller.

@@ -251,8 +251,9 @@ def _export_int8(segmenter: Segmenter, out: Path, slices: _Slices) -> Path:
             Path(scratch) / n for n in ("float32.onnx", "prepared.onnx", "int8.onnx")
         )
         segmenter.network.export(str(float_path), format="onnx", verbose=False)
-        # Shape inference and graph clean-up first, as onnxruntime recommends for quantizing.
-        quant_pre_process(str(float_path), str(prepared))
+        # Shape inference and graph clean-up first, as onnxruntime recommends for quantizing;
+        # ONNX's own shape inference, as onnxruntime's symbolic one fails on torch's graphs.
+        quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=True)
         input_name = onnx.load(str(prepared)).graph.input[0].name
         quantize_static(
             str(prepared),
