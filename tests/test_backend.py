@@ -97,16 +97,27 @@ def test_tensorflow_without_onednn_emulates_bfloat16_on_any_cpu(cpuinfo, monkeyp
         assert not record
 
 
+def test_check_precision_warns_about_float16_on_cpu(cpuinfo):
+    cpuinfo(SAPPHIRE_RAPIDS)
+    with pytest.warns(UserWarning, match="mixed_float16 is meant for GPUs") as record:
+        backend.check_precision("mixed_float16")
+    assert len(record) == 1 and "\n" not in str(record[0].message)
+
+
 @pytest.mark.parametrize(
-    ("text", "precision"),
+    ("text", "precision", "gpu"),
     [
-        (SAPPHIRE_RAPIDS, "mixed_bfloat16"),
-        (AVX2_ONLY, "float32"),
-        (AVX2_ONLY, "mixed_float16"),
+        (SAPPHIRE_RAPIDS, "mixed_bfloat16", False),
+        (AVX2_ONLY, "float32", False),
+        (AVX2_ONLY, "mixed_float16", True),
+        (AVX2_ONLY, "mixed_bfloat16", True),
     ],
 )
-def test_check_precision_is_silent_where_it_runs_at_speed(cpuinfo, text, precision):
+def test_check_precision_is_silent_where_it_runs_at_speed(
+    cpuinfo, monkeypatch, text, precision, gpu
+):
     cpuinfo(text)
+    monkeypatch.setattr(backend, "gpu_in_use", lambda: gpu)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         backend.check_precision(precision)
