@@ -39,7 +39,7 @@ def resolve_data_format(data_format: str | None) -> str:
             f"data_format must be 'channels_last' or 'channels_first', got {data_format!r}"
         )
     if data_format == "channels_first" and not backend.channels_first_supported():
-        # stacklevel 3: the user's call of the builder, not the builder itself.
+        # stacklevel 3: point at whoever called the builder, not at the builder.
         warnings.warn(CHANNELS_FIRST_FALLBACK, UserWarning, stacklevel=3)
         return "channels_last"
     return data_format
