@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # Backend-marked tests run on every backend; the rest (numpy-only code) once, on the first.
 BACKENDS := tensorflow torch jax
 
-.PHONY: demo test install-demo install-test docs bench clean
+.PHONY: demo test install-demo install-test docs bench crash-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,10 @@ docs: install-test
 
 bench: install-test
 	$(BIN)/python -m benchmarks.report
+
+# Kills small training runs at 20 random instants and resumes them (several minutes; by hand).
+crash-test: install-test
+	KERAS_BACKEND=tensorflow $(BIN)/python tools/crash_test.py --kills 20
 
 clean:
 	rm -rf $(VENV) build dist site .pytest_cache .benchmarks

@@ -47,7 +47,11 @@ def test_info_names_the_backend(run, backend):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("predict", "--model", "unett", "x.png", "--out", "o"), "unknown model 'unett'"),
+        (
+            ("predict", "--model", "unett", sample_dir() / "images" / "955.png", "--out", "o"),
+            "unknown model 'unett'",
+        ),
+        (("predict", "--model", "resunet.figshare", "x.png", "--out", "o"), "x.png"),
         (("evaluate", "--model", "unet", "--data", "/no/such/folder"), "/no/such/folder"),
         (("predict", "--model", "missing.keras", "x.png", "--out", "o"), "missing.keras"),
         (("train", "--model", "unet", "--data", "/no/such", "--out", "r"), "/no/such"),
@@ -203,6 +207,8 @@ def test_train_options_are_generated_from_train_config():
         default = spec.default if spec.default is not MISSING else spec.default_factory()
         if spec.name == "image_size":
             assert option.default == default[0]
+        elif spec.name == "channels":
+            assert option.default == str(default)
         elif spec.name == "data":
             assert option.default is None
         elif isinstance(default, dict):

@@ -57,8 +57,12 @@ def test_threshold_decides_the_mask(keras_file, tmp_path):
 
 
 def test_run_folder_and_registry_name_are_model_specs(tmp_path):
-    segmenter = load_model("resunet")
+    # A bare architecture name is untrained: refused unless asked for, naming what exists.
+    with pytest.raises(ValueError, match=r"shipped: resunet\.figshare.*--random-weights"):
+        load_model("resunet")
+    segmenter = load_model("resunet", random_weights=True)
     assert segmenter.prep == data.Preprocessing() and segmenter.network.name == "resunet"
+    assert load_model("resunet.figshare").name == "resunet.figshare"
     with pytest.raises(KeyError, match="unknown model 'unett'"):
         load_model("unett")
     with pytest.raises(FileNotFoundError, match="not a finished training run"):

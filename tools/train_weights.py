@@ -95,6 +95,7 @@ def main(out, originals, tag, score_above, quiet, **settings) -> None:
         builder=config.model,
         config={"input_shape": segmenter.network.input_shape[1:], **config.model_config},
         preprocessing=config.preprocessing(),
+        intensity=run.intensity(),
     )
     card["weights"] = {"file": target.name, "sha256": digest, "bytes": target.stat().st_size}
 

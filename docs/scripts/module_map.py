@@ -22,10 +22,12 @@ PAGE = ROOT / "docs" / "structure.md"
 LAYERS = (
     (
         "foundations",
-        "files written atomically, plugin registries, the backend, resizing, mask values",
+        "files written atomically, plugin registries, progress lines, the backend, resizing, "
+        "mask values",
         (
             "segkit._io",
             "segkit._plugins",
+            "segkit.progress",
             "segkit.backend",
             "segkit.environment",
             "segkit.resize",
@@ -43,7 +45,11 @@ LAYERS = (
         "a run's settings and folder; overlays and curves",
         ("segkit.runs", "segkit.visualize"),
     ),
-    ("jobs", "train a model; load one and predict", ("segkit.training", "segkit.inference")),
+    (
+        "jobs",
+        "train a model; load one, predict and explain",
+        ("segkit.training", "segkit.inference", "segkit.explain"),
+    ),
     ("reports", "score a model; export it", ("segkit.reports", "segkit.exporting")),
     ("demo", "the bundled sample, end to end", ("segkit.demo",)),
     ("command line", "a thin click layer over the API", ("segkit.cli",)),

@@ -32,6 +32,7 @@ _FUNCTIONS = {
     "predict": "segkit.inference",
     "load_model": "segkit.inference",
     "export": "segkit.exporting",
+    "explain": "segkit.explain",
 }
 
 

@@ -26,6 +26,9 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("segkit: interrupted", err=True)
+            sys.exit(130)  # the shell's code for a job stopped by Ctrl-C
         except USER_ERRORS as exc:
             if ctx.find_root().params.get("debug"):
                 raise
@@ -57,7 +60,13 @@ def models(pattern: str) -> None:
     import segkit
     from segkit.models import pretrained
 
-    for name in segkit.models.list(pattern):
+    names = segkit.models.list(pattern)
+    if not names:
+        raise ValueError(
+            f"no registered model matches {pattern!r}; "
+            f"registered: {', '.join(segkit.models.list())}"
+        )
+    for name in names:
         tags = ", ".join(segkit.models.split_name(t)[1] for t in pretrained.available(name))
         suffix = f"  [weights: {tags}]" if tags else ""
         click.echo(f"{name:<18} {segkit.models.describe(name)}{suffix}")
@@ -69,6 +78,41 @@ _threshold_option = click.option(
     type=float,
     help="Foreground above this probability [default: the model's own, 0.5 unless its weights "
     "say otherwise].",
+)
+
+
+_random_weights_option = click.option(
+    "--random-weights",
+    is_flag=True,
+    help="Allow a bare model name: an untrained network, whose masks mean nothing.",
+)
+
+
+def _check_paths(*named: tuple[str, str | None]) -> None:
+    """Fail at once, before the backend is imported, on a path that does not exist.
+
+    A model given as a registry name (no separator, no model suffix) is not a path.
+    """
+    for option, value in named:
+        if value is None:
+            continue
+        path = Path(value)
+        looks_like_path = any(sep in str(value) for sep in ("/", "\\")) or path.suffix in (
+            ".keras",
+            ".onnx",
+        )
+        if option != "--model" or looks_like_path:
+            if not path.exists():
+                raise FileNotFoundError(f"{option}: {value} does not exist")
+
+
+_precision_option = click.option(
+    "--precision",
+    type=click.Choice(["float32", "bfloat16"]),
+    default="float32",
+    show_default=True,
+    help="What a Keras model computes in: bfloat16 is faster on CPUs with AVX-512 BF16 or AMX "
+    "and refused on others.",
 )
 
 
@@ -111,6 +155,8 @@ def train_options(function):
             options.update(default=default, show_default=True)
         elif spec.name == "image_size":
             options.update(default=default[0], type=int, show_default=True)
+        elif spec.name == "channels":
+            options.update(default=str(default), show_default=True)
         else:
             value_type = {int | None: int, str | None: click.Path()}.get(kind, kind)
             if "choices" in meta:
@@ -123,22 +169,72 @@ def train_options(function):
 
 @cli.command()
 @click.option("--out", type=click.Path(), help="Run folder to create.")
-@click.option("--resume", "resume_dir", type=click.Path(), help="Continue the run in this folder.")
+@click.option(
+    "--resume",
+    "resume_dir",
+    type=click.Path(),
+    help="Continue the run in this folder (with --epochs: train it longer).",
+)
 @train_options
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def train(resume_dir, out, quiet, **settings):
+@click.pass_context
+def train(ctx, resume_dir, out, quiet, **settings):
     """Train a model; writes checkpoints, log.csv, curves.png and config.json to --out."""
+    given = [
+        name
+        for name in settings
+        if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
+    ]
+    if resume_dir:
+        refused = [_field_flag(name) for name in given if name != "epochs"]
+        if out or refused:
+            raise ValueError(
+                "--resume continues a run with the settings it was started with; it does not "
+                f"take {', '.join(refused + (['--out'] if out else []))} (start a new run "
+                f"with --init-from {resume_dir} to change them)"
+            )
+        run_dir = Path(resume_dir)
+        epochs = settings["epochs"] if "epochs" in given else None
+    else:
+        if not settings["data"] or not out:
+            raise click.UsageError("--data and --out are required (or --resume RUN_DIR)")
+        # Answer a mistyped path at once, before the deep-learning backend is imported.
+        for option, path in (("--data", settings["data"]), ("--init-from", settings["init_from"])):
+            if path and not Path(path).exists():
+                raise FileNotFoundError(f"{option}: {path} does not exist")
+        run_dir = Path(out)
+        settings = parse_train_settings(settings)
+
     from segkit import training
 
-    if resume_dir:
-        training.resume(resume_dir, quiet=quiet)
-        click.echo(f"resumed and finished: {resume_dir}")
-        return
-    if not settings["data"] or not out:
-        raise click.UsageError("--data and --out are required (or --resume RUN_DIR)")
-    settings = parse_train_settings(settings)
-    training.train(settings.pop("model"), settings.pop("data"), out, quiet=quiet, **settings)
-    click.echo(f"run written to {out}")
+    try:
+        if resume_dir:
+            training.resume(run_dir, epochs=epochs, quiet=quiet)
+        else:
+            training.train(
+                settings.pop("model"), settings.pop("data"), run_dir, quiet=quiet, **settings
+            )
+    except KeyboardInterrupt:
+        click.echo(
+            f"segkit: interrupted; every finished epoch is saved in {run_dir}: "
+            f"resume with `segkit train --resume {run_dir}`",
+            err=True,
+        )
+        sys.exit(130)
+    click.echo(_run_summary(run_dir))
+
+
+def _run_summary(run_dir: Path) -> str:
+    from segkit.runs import RunFolder
+
+    run = RunFolder(run_dir)
+    state, config = run.state(), run.config()
+    ended = "stopped early" if state.epoch < config.epochs else "finished"
+    return (
+        f"run {ended} after {state.epoch} of {config.epochs} epochs: best validation Dice "
+        f"{state.best_dice:.3f} at epoch {state.best_epoch}; its weights are in "
+        f"{run.best_checkpoint}"
+    )
 
 
 def parse_train_settings(options: dict) -> dict:
@@ -146,10 +242,18 @@ def parse_train_settings(options: dict) -> dict:
     settings = dict(options)
     side = settings.pop("image_size")
     settings["image_size"] = (side, side)
+    settings["channels"] = _parse_channels(settings["channels"])
     for name in ("model_config", "loss_args"):
         flag = _field_flag(name)
         settings[name] = parse_pairs(settings[name], flag)
     return settings
+
+
+def _parse_channels(text: str) -> int | tuple:
+    """``"1"`` or ``"3"`` as a count; ``"flair,post-contrast"`` or ``"0,2"`` as a selection."""
+    if text.strip() in ("1", "3"):
+        return int(text)
+    return tuple(int(c) if c.strip().isdigit() else c.strip() for c in text.split(","))
 
 
 def _field_flag(name: str) -> str:
@@ -203,15 +307,33 @@ def _parse_value(text: str):
 @click.option("--subset", type=click.Choice(["train", "val", "test"]), help="Part of --manifest.")
 @click.option("--at-model-size", is_flag=True, help="Score at the model's size, not the truth's.")
 @_threshold_option
-def evaluate(model, weights, predictions, data_dir, out, **options):
+@click.option("--batch-size", default=8, show_default=True, type=int, help="Images per pass.")
+@click.option(
+    "--on-problem",
+    type=click.Choice(["error", "skip"]),
+    default="error",
+    show_default=True,
+    help="Images without a mask and other data problems: stop, or leave those files out.",
+)
+@_random_weights_option
+@_precision_option
+@click.option("--quiet", is_flag=True, help="No progress output.")
+def evaluate(model, weights, predictions, data_dir, out, quiet, **options):
     """Score a model, or predicted masks, against true masks; print a table."""
+    if model is None and predictions is None:
+        raise click.UsageError("give --model or --predictions")
+    _check_paths(("--data", data_dir), ("--model", model), ("--predictions", predictions))
     from segkit.reports import evaluate as run_evaluation
     from segkit.reports import format_table
 
-    if model is None and predictions is None:
-        raise click.UsageError("give --model or --predictions")
     report = run_evaluation(
-        model, data_dir, out, weights=weights, predictions=predictions, **options
+        model,
+        data_dir,
+        out,
+        weights=weights,
+        predictions=predictions,
+        progress=not quiet,
+        **options,
     )
     click.echo(format_table(report))
     if out:
@@ -227,23 +349,87 @@ def evaluate(model, weights, predictions, data_dir, out, **options):
 @click.option("--probabilities", is_flag=True, help="Also write probability maps.")
 @click.option("--overlays", is_flag=True, help="Also write overlay pictures.")
 @click.option("--true-masks", type=click.Path(), help="Folder of true masks for the overlays.")
-def predict(model, weights, inputs, out, **options):
+@_random_weights_option
+@_precision_option
+@click.option("--quiet", is_flag=True, help="No progress output.")
+def predict(model, weights, inputs, out, quiet, **options):
     """Segment image files or folders; writes <name>_mask.png per image."""
+    _check_paths(("--model", model), *(("input", i) for i in inputs))
     from segkit.inference import predict as run_prediction
 
-    written = run_prediction(model, inputs, out, weights=weights, **options)
+    written = run_prediction(model, inputs, out, weights=weights, progress=not quiet, **options)
     click.echo(f"{len(written)} masks written to {out}")
+
+
+@cli.command()
+@_model_options
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("--out", required=True, type=click.Path(), help="Output folder.")
+@click.option(
+    "--method",
+    type=click.Choice(["gradient", "smoothgrad", "gradcam", "occlusion"]),
+    default="gradient",
+    show_default=True,
+    help="How to find the pixels that drive the prediction (.onnx models: occlusion only).",
+)
+@click.option("--layer", help="Layer Grad-CAM reads [default: the one feeding the output head].")
+@click.option("--region", type=click.Path(), help="Explain the prediction inside this mask file.")
+@click.option("--class", "label", type=int, help="Explain this class (1 for a one-channel model).")
+@click.option("--raw", is_flag=True, help="Also write <name>_saliency.npy, the map itself.")
+@click.option("--batch-size", default=8, show_default=True, type=int)
+def explain(model, weights, inputs, out, region, label, **options):
+    """Saliency maps of what drives the prediction; writes <name>_saliency.png per image."""
+    if region is not None and label is not None:
+        raise click.UsageError("give --region or --class, not both")
+    _check_paths(("--model", model), ("--region", region), *(("input", i) for i in inputs))
+    from segkit.explain import explain as run_explain
+
+    target = region if region is not None else label
+    written = run_explain(model, inputs, out, weights=weights, target=target, **options)
+    pictures = [path for path in written if path.suffix == ".png"]
+    click.echo(f"{len(pictures)} saliency maps written to {out}")
 
 
 @cli.command()
 @_model_options
 @click.option("--format", "fmt", type=click.Choice(["onnx", "tf_saved_model"]), default="onnx")
 @click.option("--out", required=True, type=click.Path(), help="Output file or folder.")
-def export(model, weights, fmt, out):
+@_random_weights_option
+@click.option(
+    "--quantize",
+    type=click.Choice(["int8"]),
+    help="Write an int8 ONNX model, calibrated on --calibration, with its Dice change measured.",
+)
+@click.option(
+    "--calibration",
+    type=click.Path(),
+    help="Slices to calibrate --quantize on: a data folder or a folder of images [default: a "
+    "run's training split; the bundled sample for shipped weights].",
+)
+def export(model, weights, fmt, out, random_weights, quantize, calibration):
     """Export a model to ONNX or a TensorFlow SavedModel."""
+    _check_paths(("--model", model))
     from segkit.exporting import export as run_export
+    from segkit.exporting import quality_path
 
-    click.echo(f"exported to {run_export(model, out, format=fmt, weights=weights)}")
+    exported = run_export(
+        model,
+        out,
+        format=fmt,
+        weights=weights,
+        random_weights=random_weights,
+        quantize=quantize,
+        calibration=calibration,
+    )
+    click.echo(f"exported to {exported}")
+    if quantize:
+        quality = json.loads(quality_path(exported).read_text())
+        change = quality.get("dice_change_mean")
+        measured = f"Dice change {change:+.4f}, " if change is not None else ""
+        click.echo(
+            f"int8 against float32 on {quality['measured_on']}: {measured}masks agree with "
+            f"Dice {quality['mask_agreement_dice_mean']:.4f} (written to {quality_path(exported)})"
+        )
 
 
 @cli.command()

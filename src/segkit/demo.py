@@ -46,7 +46,7 @@ def run_demo(out: str | Path = "segkit-demo", model: str | None = None) -> dict:
             UserWarning,
             stacklevel=2,
         )
-        segmenter = load_model(model)
+        segmenter = load_model(model, random_weights=True)
     sample = sample_dir()
     predict(segmenter, [sample / "images"], out, overlays=True, true_masks=sample / "masks")
     report = evaluate(segmenter, sample, out / "report.json")

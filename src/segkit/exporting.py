@@ -17,9 +17,11 @@ the measurement (`ONNX_QUANTIZATION_KEY`) is stored in the file's metadata and b
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import tempfile
+import warnings
 from dataclasses import asdict
 from importlib.resources import files
 from pathlib import Path
@@ -39,6 +41,13 @@ QUANTIZATIONS = ("int8",)
 CALIBRATION_IMAGES = 32
 #: Held-out slices the Dice change is measured on, when a run's split names them.
 MEASURE_IMAGES = 64
+
+
+def _export_onnx(network, path: Path) -> None:
+    with warnings.catch_warnings():
+        # The exporter probes np.object, which numpy warns about; nothing the user can act on.
+        warnings.filterwarnings("ignore", "In the future `np.object`", FutureWarning)
+        network.export(str(path), format="onnx", verbose=False)
 
 
 def export(
@@ -95,6 +104,8 @@ def export(
             f"ONNX export is not supported on the {backend} backend; run it with "
             "KERAS_BACKEND=tensorflow (or torch): model files load on every backend"
         )
+    if format == "onnx" and importlib.util.find_spec("onnx") is None:
+        raise ImportError("ONNX export needs the onnx package: pip install 'segkit[export]'")
     segmenter = load_model(model, weights, random_weights=random_weights)
     if segmenter.network is None:
         raise ValueError(f"{model} is already an exported model")
@@ -113,7 +124,7 @@ def export(
         import onnx
 
         with atomic_path(out) as tmp:
-            network.export(str(tmp), format="onnx", verbose=False)
+            _export_onnx(network, tmp)
             exported = onnx.load(str(tmp))
             _set_metadata(exported, {ONNX_METADATA_KEY: json.dumps(asdict(prep))})
             onnx.save(exported, str(tmp))
@@ -250,7 +261,7 @@ def _export_int8(segmenter: Segmenter, out: Path, slices: _Slices) -> Path:
         float_path, prepared, quantized = (
             Path(scratch) / n for n in ("float32.onnx", "prepared.onnx", "int8.onnx")
         )
-        segmenter.network.export(str(float_path), format="onnx", verbose=False)
+        _export_onnx(segmenter.network, float_path)
         # Shape inference and graph clean-up first, as onnxruntime recommends for quantizing;
         # ONNX's own shape inference, as onnxruntime's symbolic one fails on torch's graphs.
         quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=True)

@@ -17,6 +17,8 @@ Resizing lives in `segkit.resize`, thresholding in `segkit.masks`, pictures in
 from __future__ import annotations
 
 import json
+import os
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,13 +27,19 @@ import numpy as np
 
 from segkit import data
 from segkit._io import check_writable
+from segkit.data.intensity import IntensityRange
 from segkit.data.samples import find_image_file, image_files
 from segkit.masks import to_mask
+from segkit.progress import Progress
 from segkit.resize import resize_image, resize_nearest, resize_probabilities
 from segkit.runs import RunFolder, load_keras
 from segkit.visualize import overlay, write_png
 
 ONNX_METADATA_KEY = "segkit.preprocessing"
+#: ONNX metadata of an int8 file: how `segkit.export` quantized it and the Dice it measured.
+ONNX_QUANTIZATION_KEY = "segkit.quantization"
+#: What `load_model` can run a Keras model in.
+PRECISIONS = ("float32", "bfloat16")
 
 __all__ = [
     "ONNX_METADATA_KEY",
@@ -58,6 +66,10 @@ class Segmenter:
         network: the Keras model, or None for an ONNX model.
         threshold: the probability above which a pixel is foreground, unless a caller says
             otherwise (shipped weights carry their own; 0.5 elsewhere).
+        precision: what the model computes in: ``"float32"``, ``"bfloat16"`` (a Keras model in
+            bfloat16, outputs float32) or ``"int8"`` (an ONNX file quantized by `segkit.export`).
+        intensity: the intensity range of the training images, where the model records one
+            (run folders and shipped weights), to notice inputs unlike them.
     """
 
     run: object
@@ -65,6 +77,14 @@ class Segmenter:
     name: str
     network: object = None
     threshold: float = 0.5
+    precision: str = "float32"
+    intensity: IntensityRange | None = None
+
+    def unusual(self, image: np.ndarray) -> str | None:
+        """How a ``uint8`` image lies outside the training images' intensities, or None."""
+        if self.intensity is None:
+            return None
+        return self.intensity.outside(resize_image(image, self.prep.size))
 
     def predict(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Probabilities ``(B, H, W, K)`` at the model's size for ``uint8 (H, W, C)`` images of
@@ -85,42 +105,98 @@ class Segmenter:
                 yield Path(path), image, resize_probabilities(probs, image.shape[:2])
 
 
-def load_model(spec: str | Path, weights: str | None = None) -> Segmenter:
+def load_model(
+    spec: str | Path,
+    weights: str | None = None,
+    *,
+    random_weights: bool = False,
+    precision: str = "float32",
+) -> Segmenter:
     """Load a model spec (see the module docstring) as a `Segmenter`.
+
+    ``precision="bfloat16"`` runs a Keras model in bfloat16 (weights kept in float32, outputs
+    float32): faster on CPUs that compute bfloat16 natively (AVX-512 BF16 or AMX; see
+    `segkit.backend.native_bfloat16`), and refused elsewhere, where it is emulated and several
+    times slower than float32. ONNX models take their precision from the file (`segkit.export`
+    with ``quantize="int8"``).
+
+    A bare registry name (``"resunet"`` without a weights tag) means untrained, random weights:
+    it is refused unless ``random_weights`` is True, so nobody segments with noise by mistake.
 
     Raises:
         FileNotFoundError: a path that does not exist, or a run folder without a checkpoint.
         KeyError: an unknown model name or weights tag.
-        ValueError: a file that is not a Keras or ONNX model.
+        ValueError: a file that is not a Keras or ONNX model; an unknown precision, bfloat16
+            for an ONNX model or on a CPU without native bfloat16.
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     path = Path(spec)
     if path.suffix == ".onnx":
+        if precision != "float32":
+            raise ValueError(
+                f"precision {precision!r} is for Keras models; {path} is an ONNX model, whose "
+                "precision is fixed at export (segkit export --quantize int8)"
+            )
         return _load_onnx(path)
+    if precision == "bfloat16":
+        _check_native_bfloat16()
     if path.is_dir():
         run = RunFolder(path)
-        return _keras_segmenter(run.load_best(), run.preprocessing(), str(path))
+        segmenter = _keras_segmenter(
+            run.load_best(), run.preprocessing(), str(path), precision=precision
+        )
+        segmenter.intensity = run.intensity()
+        return segmenter
     if path.suffix == ".keras":
         network = load_keras(path)
-        return _keras_segmenter(network, _prep_for(network), str(path))
+        return _keras_segmenter(network, _prep_for(network), str(path), precision=precision)
     if path.exists() or any(sep in str(spec) for sep in ("/", "\\")):
         raise FileNotFoundError(
             f"model {spec} is neither a run folder, a .keras file nor an .onnx file"
         )
-    return _load_registered(str(spec), weights)
+    return _load_registered(str(spec), weights, random_weights, precision)
 
 
-def _load_registered(spec: str, weights: str | None) -> Segmenter:
+def _load_registered(
+    spec: str, weights: str | None, random_weights: bool, precision: str = "float32"
+) -> Segmenter:
     import segkit
     from segkit.models import pretrained
 
-    network = segkit.models.get(spec, weights=weights)
     name, tag = segkit.models.split_name(spec)
     tag = tag or weights
+    if tag is None and not random_weights:
+        segkit.models.builder(name)  # an unknown name is the clearer error
+        shipped = ", ".join(pretrained.available(name)) or f"none ship for {name!r}"
+        raise ValueError(
+            f"model {name!r} names an architecture, not trained weights (shipped: {shipped}); "
+            "give shipped weights, a run folder or a .keras file, or --random-weights to run "
+            "it untrained on purpose"
+        )
+    network = segkit.models.get(spec, weights=weights)
     if tag is None:
-        return _keras_segmenter(network, _prep_for(network), name)
+        return _keras_segmenter(network, _prep_for(network), name, precision=precision)
     header = pretrained.pretrained_header(name, tag)
     prep = data.Preprocessing(**header["preprocessing"])
-    return _keras_segmenter(network, prep, f"{name}.{tag}", header["threshold"])
+    segmenter = _keras_segmenter(network, prep, f"{name}.{tag}", header["threshold"], precision)
+    if "intensity" in header:
+        segmenter.intensity = IntensityRange.from_dict(header["intensity"])
+    return segmenter
+
+
+def warn_unusual(segmenter: Segmenter, flagged: list[tuple[str, str]], total: int) -> None:
+    """One warning naming the inputs that look unlike the model's training images."""
+    if not flagged:
+        return
+    shown = "; ".join(f"{name}: {why}" for name, why in flagged[:3])
+    more = f"; and {len(flagged) - 3} more" if len(flagged) > 3 else ""
+    warnings.warn(
+        f"{len(flagged)} of {total} inputs look unlike the images {segmenter.name} was trained "
+        f"on ({shown}{more}): check their masks by eye",
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 def _prep_for(network) -> data.Preprocessing:
@@ -128,11 +204,48 @@ def _prep_for(network) -> data.Preprocessing:
     return data.Preprocessing(size=(height or 256, width or 256), channels=channels)
 
 
-def _keras_segmenter(network, prep: data.Preprocessing, name: str, threshold=0.5) -> Segmenter:
+def _keras_segmenter(
+    network, prep: data.Preprocessing, name: str, threshold=0.5, precision: str = "float32"
+) -> Segmenter:
+    if precision == "bfloat16":
+        network = _in_bfloat16(network)
+
     def run(batch):
         return network.predict_on_batch(batch)
 
-    return Segmenter(run, prep, name, network, threshold)
+    return Segmenter(run, prep, name, network, threshold, precision)
+
+
+def _check_native_bfloat16() -> None:
+    from segkit.backend import native_bfloat16
+
+    if not native_bfloat16():
+        raise ValueError(
+            "precision 'bfloat16' needs bfloat16 computed natively (a CPU with AVX-512 BF16 or "
+            "AMX, with TensorFlow's oneDNN on; or a GPU); here it would be emulated, several "
+            "times slower than float32"
+        )
+
+
+def _in_bfloat16(network):
+    """A copy of ``network`` that computes in bfloat16, keeping float32 weights and outputs.
+
+    Each layer is rebuilt with Keras' ``mixed_bfloat16`` policy, except the output layers,
+    so the probabilities stay float32 (bfloat16 holds 2-3 significant digits).
+    """
+    import keras
+
+    outputs = set(network.output_names)
+
+    def rebuild(layer):
+        config = layer.get_config()
+        if layer.name not in outputs:
+            config["dtype"] = "mixed_bfloat16"
+        return layer.__class__.from_config(config)
+
+    copy = keras.models.clone_model(network, clone_function=rebuild)
+    copy.set_weights(network.get_weights())
+    return copy
 
 
 def _load_onnx(path: Path) -> Segmenter:
@@ -144,8 +257,16 @@ def _load_onnx(path: Path) -> Segmenter:
         ) from None
     if not path.is_file():
         raise FileNotFoundError(f"model file {path} does not exist")
+    # The fastest safe settings: every graph optimisation (operator fusion, and int8 kernels
+    # for quantized files), and one thread per core this process may use: more threads than
+    # cores only contend, and onnxruntime's own default counts cores the process cannot use.
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = _physical_cores()
     try:
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        session = onnxruntime.InferenceSession(
+            str(path), options, providers=["CPUExecutionProvider"]
+        )
     except Exception as exc:
         raise ValueError(f"cannot load ONNX model {path}: {exc}") from None
     metadata = session.get_modelmeta().custom_metadata_map
@@ -160,7 +281,23 @@ def _load_onnx(path: Path) -> Segmenter:
     def run(batch):
         return session.run(None, {input_name: batch.astype(np.float32)})[0]
 
-    return Segmenter(run, prep, str(path))
+    precision = "int8" if ONNX_QUANTIZATION_KEY in metadata else "float32"
+    return Segmenter(run, prep, str(path), precision=precision)
+
+
+def _physical_cores() -> int:
+    """Cores this process may run on, the hyper-threads of one core counted once."""
+    if not hasattr(os, "sched_getaffinity"):  # macOS and Windows
+        return max(1, (os.cpu_count() or 2) // 2)
+    cores = set()
+    for cpu in os.sched_getaffinity(0):
+        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            package = (topology / "physical_package_id").read_text().strip()
+            cores.add((package, (topology / "core_id").read_text().strip()))
+        except OSError:  # no topology listed: count the CPU as a core
+            cores.add(("cpu", str(cpu)))
+    return max(1, len(cores))
 
 
 def predict(
@@ -174,6 +311,9 @@ def predict(
     probabilities: bool = False,
     overlays: bool = False,
     true_masks: str | Path | None = None,
+    random_weights: bool = False,
+    progress: bool = False,
+    precision: str = "float32",
 ) -> list[Path]:
     """Segment image files and write a mask PNG per image at the image's original size.
 
@@ -190,18 +330,31 @@ def predict(
             red (and the true one in green when ``true_masks`` is given), with a legend.
         true_masks: folder of true masks named ``<name>_mask.png`` (or another image suffix),
             for the overlays; images without one get only the predicted outline.
+        random_weights: allow a bare registry name, which means untrained weights (for
+            testing a pipeline; the masks mean nothing).
+        progress: show the count, rate and time left on standard error.
+        precision: ``"bfloat16"`` runs a Keras model in bfloat16 (see `load_model`).
 
     Returns:
         The mask files written.
     """
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
-    segmenter = model if isinstance(model, Segmenter) else load_model(model, weights)
-    threshold = segmenter.threshold if threshold is None else threshold
     files = image_files(inputs)
+    segmenter = (
+        model
+        if isinstance(model, Segmenter)
+        else load_model(model, weights, random_weights=random_weights, precision=precision)
+    )
+    threshold = segmenter.threshold if threshold is None else threshold
     out = check_writable(out)
     written = []
+    shown = Progress(len(files), "images", "predict", enabled=progress)
+    flagged = []
     for path, image, probs in segmenter.probabilities(files, batch_size):
+        shown.update()
+        if why := segmenter.unusual(image):
+            flagged.append((path.name, why))
         mask = to_mask(probs, threshold)
         scale = 255 if probs.shape[-1] == 1 else 1
         mask_path = out / f"{path.stem}_mask.png"
@@ -216,4 +369,5 @@ def predict(
                 true = data.read_mask_file(found) if found else None
             picture = overlay(image, mask, true, legend=True)
             write_png(out / f"{path.stem}_overlay.png", picture)
+    warn_unusual(segmenter, flagged, len(files))
     return written

@@ -30,8 +30,9 @@ from pathlib import Path
 from segkit import data, evaluation
 from segkit._io import write_json
 from segkit.data.samples import find_image_file
-from segkit.inference import Segmenter, load_model
+from segkit.inference import Segmenter, load_model, warn_unusual
 from segkit.masks import to_mask
+from segkit.progress import Progress
 from segkit.resize import resize_mask, resize_nearest, resize_probabilities
 
 PER_IMAGE = ("dice", "iou", "hd95", "assd", "precision", "recall")
@@ -50,6 +51,10 @@ def evaluate(
     at_model_size: bool = False,
     threshold: float | None = None,
     batch_size: int = 8,
+    on_problem: str = "error",
+    random_weights: bool = False,
+    progress: bool = False,
+    precision: str = "float32",
 ) -> dict:
     """Score a model (or a folder of predicted masks) on a data folder.
 
@@ -69,6 +74,11 @@ def evaluate(
         threshold: probability above which a pixel is foreground; None takes the model's own
             (shipped weights carry one; 0.5 elsewhere).
         batch_size: images per forward pass.
+        on_problem: ``"skip"`` leaves out images without a mask (and other problems
+            `segkit.data.find_samples` reports) instead of failing.
+        random_weights: allow a bare registry name, which means untrained weights.
+        progress: show the count, rate and time left on standard error.
+        precision: ``"bfloat16"`` runs a Keras model in bfloat16 (see `segkit.load_model`).
 
     Returns:
         The report; see the module docstring for its keys.
@@ -77,16 +87,25 @@ def evaluate(
         raise ValueError("give either a model or a predictions folder, not both or neither")
     if at_model_size and predictions is not None:
         raise ValueError("at_model_size needs a model; predictions are scored at their own size")
-    samples = _select(data.find_samples(data_dir, layout=layout), manifest, subset)
+    samples = data.find_samples(data_dir, layout=layout, on_problem=on_problem)
+    samples = _select(samples, manifest, subset)
+    flagged: list[tuple[str, str]] = []  # inputs unlike the model's training images
     if predictions is not None:
         pairs = _prediction_pairs(samples, Path(predictions))
         source = str(predictions)
     else:
-        segmenter = model if isinstance(model, Segmenter) else load_model(model, weights)
-        threshold = segmenter.threshold if threshold is None else threshold
-        pairs = _model_pairs(segmenter, samples, threshold, at_model_size, batch_size)
-        source = segmenter.name
-    scored = [(sample, evaluation.score(predicted, true)) for sample, predicted, true in pairs]
+        if not isinstance(model, Segmenter):
+            model = load_model(model, weights, random_weights=random_weights, precision=precision)
+        threshold = model.threshold if threshold is None else threshold
+        pairs = _model_pairs(model, samples, threshold, at_model_size, batch_size, flagged)
+        source = model.name
+    shown = Progress(len(samples), "images", "evaluate", enabled=progress)
+    scored = []
+    for sample, predicted, true in pairs:
+        scored.append((sample, evaluation.score(predicted, true)))
+        shown.update()
+    if predictions is None:
+        warn_unusual(model, flagged, len(samples))
     report = {
         "model": source,
         "data": str(data_dir),
@@ -151,12 +170,16 @@ def _prediction_pairs(samples, folder: Path) -> Iterator:
         yield sample, resize_nearest(predicted, true.shape), true
 
 
-def _model_pairs(segmenter: Segmenter, samples, threshold, at_model_size, batch_size) -> Iterator:
+def _model_pairs(
+    segmenter: Segmenter, samples, threshold, at_model_size, batch_size, flagged: list
+) -> Iterator:
     for start in range(0, len(samples), batch_size):
         chunk = samples[start : start + batch_size]
         pairs = [data.read_pair(s, segmenter.prep.channels) for s in chunk]
         probabilities = segmenter.predict([image for image, _ in pairs])
-        for sample, (_, true), probs in zip(chunk, pairs, probabilities):
+        for sample, (image, true), probs in zip(chunk, pairs, probabilities):
+            if why := segmenter.unusual(image):
+                flagged.append((sample.image.name, why))
             # The same masks `segkit.predict` writes: probabilities resized, then thresholded.
             if at_model_size:
                 true = resize_mask(true, segmenter.prep.size)
@@ -197,12 +220,16 @@ def format_table(report: dict) -> str:
         return "-" if value is None else f"{value:.{digits}f}"
 
     lines = [
-        f"{'':<12} {'images':>6} {'dice':>6} {'pooled':>6} {'iou':>6} {'hd95':>7}",
+        f"{'':<12} {'images':>6} {'dice':>6} {'pooled':>6} {'iou':>6} {'hd95':>7} {'n/a':>4}",
     ]
     for name, s in rows:
         lines.append(
             f"{name:<12} {s['n_images']:>6} {cell(s['dice_mean']):>6} "
-            f"{cell(s['dice_pooled']):>6} {cell(s['iou_mean']):>6} {cell(s['hd95_mean'], 2):>7}"
+            f"{cell(s['dice_pooled']):>6} {cell(s['iou_mean']):>6} {cell(s['hd95_mean'], 2):>7} "
+            f"{s['hd95_nan']:>4}"
         )
-    lines.append(f"(scored at {report['resolution']} resolution; dice = per-image mean)")
+    lines.append(
+        f"(scored at {report['resolution']} resolution; dice = per-image mean; n/a = images "
+        "without an HD95, left out of its mean: one of prediction and truth is empty)"
+    )
     return "\n".join(lines)

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from segkit._io import atomic_path, check_writable, write_json
 from segkit.data import LAYOUTS, Preprocessing, Split
+from segkit.data.intensity import IntensityRange
 from segkit.data.preprocess import NORMALIZATIONS
 from segkit.visualize import plot_curves
 
@@ -69,6 +70,12 @@ class TrainConfig:
     model: str = _option("unet", "Registered model name.")
     data: str = _option("", "Data folder (any supported layout).", metavar="DIR")
     layout: str = _option("auto", "Data layout.", choices=("auto", *LAYOUTS))
+    on_problem: str = _option(
+        "error",
+        "What to do with images without a mask and other problems in the data: stop (error) "
+        "or leave those files out (skip).",
+        choices=("error", "skip"),
+    )
     model_config: dict = _option(
         {},
         "Builder argument, e.g. base_filters=16 (repeatable; values parsed as JSON).",
@@ -93,13 +100,21 @@ class TrainConfig:
         "float32", "Compute precision; mixed keeps float32 weights.", choices=PRECISIONS
     )
     image_size: tuple[int, int] = _option((256, 256), "Square input side.")
-    channels: int = _option(1, "Image channels.", hidden=True)
+    channels: int | tuple = _option(
+        1,
+        "Image channels: 1 (grey; FLAIR for LGG), 3 (RGB; all three LGG sequences) or names "
+        "or indices, e.g. flair,post-contrast.",
+        metavar="CHANNELS",
+    )
     normalize: str = _option(
         "divide255", "Intensity scaling of each image.", choices=NORMALIZATIONS
     )
     split: str = _option("auto", "How to split the data.", choices=SPLITS)
     fractions: tuple[float, float, float] = _option((0.8, 0.1, 0.1), "", hidden=True)
     manifest: str | None = _option(None, "Reuse this split manifest.", metavar="FILE")
+    limit: int | None = _option(
+        None, "Train on only the first N training samples of the split (a quick try)."
+    )
     augment: bool = _option(True, "Random flips, rotations and intensity changes.")
     crop: int | None = _option(None, "Train on random square crops of this side.")
     init_from: str | None = _option(
@@ -135,10 +150,13 @@ class TrainConfig:
             raise ValueError(
                 f"unknown loss {self.loss!r}; choose one of {', '.join(losses.list())}"
             )
+        self.preprocessing()  # channels, size and normalisation, checked where they are defined
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be at least 1, got {self.limit}")
         for name in ("epochs", "batch_size", "patience", "workers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("layout", "schedule", "precision", "normalize", "split"):
+        for name in ("layout", "on_problem", "schedule", "precision", "normalize", "split"):
             choices = _field(name).metadata["choices"]
             if getattr(self, name) not in choices:
                 raise ValueError(
@@ -201,21 +219,56 @@ class RunFolder:
         """Whether a run was started here (its config is written)."""
         return self.config_file.exists()
 
-    def create(self, config: TrainConfig, split: Split) -> None:
-        """Write a new run's split and config."""
+    def remove_partial_files(self) -> None:
+        """Delete half-written files a killed process left (the final files are never half
+        written: each is replaced in one step from such a temporary file)."""
+        for final in (
+            self.config_file,
+            self.split_file,
+            self.last_checkpoint,
+            self.best_checkpoint,
+            self.log_file,
+            self.curves_file,
+        ):
+            for partial in self.path.glob(f".{final.stem}.*{final.suffix}"):
+                partial.unlink(missing_ok=True)
+
+    def finished_an_epoch(self) -> bool:
+        """Whether the run has a checkpoint; a folder without one holds nothing to resume."""
+        return self.last_checkpoint.exists()
+
+    def create(
+        self, config: TrainConfig, split: Split, intensity: IntensityRange | None = None
+    ) -> None:
+        """Write a new run's split and config, with the intensity range of its training
+        images (see `segkit.data.intensity`)."""
+        check_writable(self.path)
+        split.save(self.split_file)
+        self.write_config(config, intensity)
+
+    def write_config(self, config: TrainConfig, intensity: IntensityRange | None = None) -> None:
+        """(Re)write ``config.json`` with the versions that run it now; an intensity range
+        already recorded is kept unless a new one is given."""
         import keras
 
         import segkit
 
-        check_writable(self.path)
-        split.save(self.split_file)
+        intensity = intensity or self.intensity()
         record = {
             "config": asdict(config),
             "segkit": segkit.__version__,
             "keras": keras.__version__,
             "backend": keras.backend.backend(),
+            **({"intensity": intensity.to_dict()} if intensity else {}),
         }
         write_json(self.config_file, record)
+
+    def intensity(self) -> IntensityRange | None:
+        """The intensity range of the run's training images, where it was recorded."""
+        if not self.config_file.exists():
+            return None
+        record = json.loads(self.config_file.read_text()).get("intensity")
+        return IntensityRange.from_dict(record) if record else None
 
     def config(self) -> TrainConfig:
         """The run's settings.
@@ -292,9 +345,17 @@ def load_keras(path: str | Path, *, compile: bool = False):  # noqa: A002  (Kera
     """
     from segkit.models.layout import load_keras_model
 
+    if compile:  # a training checkpoint names segkit's loss and metrics, registered on import
+        import segkit.losses  # noqa: F401
+        import segkit.metrics  # noqa: F401
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model file {path} does not exist")
+    if not zipfile.is_zipfile(path):  # Keras would call it "not found"
+        raise ValueError(
+            f"cannot load model file {path}: it is not a .keras archive (damaged or another format)"
+        )
     try:
         return load_keras_model(path, compile=compile)
     except Exception as exc:  # zip, HDF5 and config errors all mean "not a usable model"

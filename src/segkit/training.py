@@ -13,6 +13,8 @@ import keras
 
 import segkit
 from segkit import data, losses, metrics
+from segkit.backend import check_precision
+from segkit.data.intensity import IntensityRange
 from segkit.models import pretrained
 from segkit.runs import (
     PRECISIONS,
@@ -26,6 +28,7 @@ from segkit.runs import (
 )
 
 MONITOR = "val_dice"
+INTENSITY_SAMPLES = 500  # enough for the 0.5th and 99.5th percentiles to settle
 
 __all__ = [
     "PRECISIONS",
@@ -80,8 +83,11 @@ def train(
     """
     config = TrainConfig(model=model, data=str(data_dir), **settings)
     config.check()
+    check_precision(config.precision)
     run = RunFolder(out)
-    if run.holds_run():
+    # A folder whose run never finished an epoch holds nothing to resume: start it afresh, so
+    # that a run stopped by bad data runs again once the data is fixed.
+    if run.finished_an_epoch():
         raise FileExistsError(
             f"{run} already holds a run; resume it with `segkit train --resume {run}` "
             "or choose another --out"
@@ -91,33 +97,55 @@ def train(
     _loss(config, network)  # and so do loss arguments the loss does not take
     if config.init_from:
         _load_initial_weights(network, config.init_from)
-    samples = data.find_samples(config.data, layout=config.layout)
+    samples = data.find_samples(config.data, layout=config.layout, on_problem=config.on_problem)
     if config.manifest:
         split = data.Split.load(config.manifest)
     else:
         split = data.split_samples(
             samples, config.split, fractions=tuple(config.fractions), seed=config.seed
         )
-    _check_split(config, samples, split)
-    run.create(config, split)
+    train_samples, val_samples = _check_split(config, samples, split)
+    if not quiet:
+        print(
+            f"{len(samples)} samples in {config.data}: training on {len(train_samples)}, "
+            f"validating on {len(val_samples)}, {len(split.test)} held out for testing",
+            flush=True,
+        )
+    run.create(config, split, _intensity_range(train_samples, config))
     return _fit(network, config, run, samples, split, RunState(), quiet, callbacks)
 
 
 def resume(
-    run_dir: str | Path, *, quiet: bool = False, callbacks: list | None = None
+    run_dir: str | Path,
+    *,
+    epochs: int | None = None,
+    quiet: bool = False,
+    callbacks: list | None = None,
 ) -> keras.Model:
     """Continue an interrupted run from its latest finished epoch.
 
-    The optimizer state, epoch count, early-stopping state and data order are restored, so the
-    result matches an uninterrupted run up to floating-point noise.
+    The optimizer state, epoch count, early-stopping state and data order are restored; see
+    the Training guide for how close the result comes to an uninterrupted run.
+
+    Args:
+        run_dir: the run folder.
+        epochs: train up to this many epochs in all, more than the run was started with
+            (constant learning rate only: a cosine schedule was laid out for the original
+            count). None keeps the run's own.
+        quiet: no progress bars.
+        callbacks: extra Keras callbacks.
 
     Raises:
         FileNotFoundError: ``run_dir`` has no run.
-        ValueError: its config or checkpoint is unreadable.
+        ValueError: its config or checkpoint is unreadable, or ``epochs`` cannot be reached.
     """
     run = RunFolder(run_dir)
     config = run.config()
-    samples = data.find_samples(config.data, layout=config.layout)
+    run.remove_partial_files()
+    check_precision(config.precision)
+    if epochs is not None and epochs != config.epochs:
+        _extend(run, config, epochs)
+    samples = data.find_samples(config.data, layout=config.layout, on_problem=config.on_problem)
     split = run.split()
     state = run.state()
     if state.epoch == 0:  # interrupted during the first epoch: start it again
@@ -126,6 +154,30 @@ def resume(
     else:
         network = run.load_last()
     return _fit(network, config, run, samples, split, state, quiet, callbacks)
+
+
+def _intensity_range(samples, config: TrainConfig) -> IntensityRange:
+    """How bright the training images are, so that inputs unlike them can be noticed later.
+
+    Up to `INTENSITY_SAMPLES` evenly spaced training images, decoded through the run's cache
+    (which the first epoch then finds filled).
+    """
+    step = max(1, len(samples) // INTENSITY_SAMPLES)
+    decode = data.loading.decoder(config.preprocessing(), config.cache or default_cache())
+    return IntensityRange.measure(decode(s)[0] for s in samples[::step])
+
+
+def _extend(run: RunFolder, config: TrainConfig, epochs: int) -> None:
+    done = run.state().epoch
+    if epochs < max(done, 1):
+        raise ValueError(f"epochs: {run} has already run {done} epochs; ask for more than that")
+    if config.schedule != "constant":
+        raise ValueError(
+            f"epochs: {run} uses the {config.schedule} schedule, laid out for {config.epochs} "
+            f"epochs; to train on, start a new run with --init-from {run}"
+        )
+    config.epochs = epochs
+    run.write_config(config)
 
 
 def _build(config: TrainConfig) -> keras.Model:
@@ -231,8 +283,10 @@ def _fit(network, config, run: RunFolder, samples, split, state: RunState, quiet
 
 
 def _check_split(config: TrainConfig, samples, split) -> tuple[list, list]:
-    """The training and validation samples; both must be non-empty."""
+    """The training samples (the first ``limit`` of them) and the validation samples; both
+    must be non-empty."""
     train_samples, val_samples, _ = split.select(samples)
+    train_samples = train_samples[: config.limit]
     if not train_samples or not val_samples:
         raise ValueError(
             f"the split of {config.data} leaves {len(train_samples)} training and "

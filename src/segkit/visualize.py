@@ -72,6 +72,13 @@ def write_png(path: str | Path, array: np.ndarray) -> None:
 
 def plot_curves(history: list[dict], path: str | Path) -> None:
     """Loss and Dice per epoch, training beside validation, as a PNG."""
+    figure = curves_figure(history)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=100)
+
+
+def curves_figure(history: list[dict]):
+    """The figure `plot_curves` saves: a matplotlib ``Figure`` with loss and Dice axes."""
     # A bare Figure draws without pyplot, leaving the user's plotting backend alone.
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
@@ -91,5 +98,4 @@ def plot_curves(history: list[dict], path: str | Path) -> None:
         axis.set_title(metric)
         axis.grid(alpha=0.3)
         axis.legend()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, dpi=100)
+    return figure

@@ -98,8 +98,8 @@ def find_samples(
     if problems and on_problem == "error":
         listing = "\n".join(f"  {p}" for p in problems)
         raise DataError(
-            f"{len(problems)} problem(s) in {root} (pass on_problem='skip' to leave these files "
-            f"out):\n{listing}"
+            f"{len(problems)} problem(s) in {root} (--on-problem skip on the command line, "
+            f"on_problem='skip' in Python, leaves these files out):\n{listing}"
         )
     return samples
 
@@ -143,21 +143,37 @@ def detect_layout(root: str | Path, *, images_dir: str = "images", masks_dir: st
     """Guess the layout of ``root`` from the files in it.
 
     Raises:
-        DataError: the folder is empty or matches no known layout.
+        DataError: the folder is empty or matches no known layout (the message points to a
+            subfolder that has one, such as ``kaggle_3m/`` below the LGG download).
     """
     root = Path(root)
+    found = _layout_of(root, images_dir, masks_dir)
+    if found:
+        return found
+    if not any(root.iterdir()):
+        raise DataError(f"empty folder: {root}")
+    hint = next(
+        (
+            f"; {child} holds data in the {layout!r} layout: did you mean that folder?"
+            for child in sorted(d for d in root.iterdir() if d.is_dir())
+            if (layout := _layout_of(child, images_dir, masks_dir))
+        ),
+        "",
+    )
+    raise DataError(
+        f"cannot tell the layout of {root}: expected {images_dir}/ and {masks_dir}/ folders, "
+        f"Figshare .mat files, or LGG patient folders of *_mask.tif slices{hint}"
+    )
+
+
+def _layout_of(root: Path, images_dir: str, masks_dir: str) -> str | None:
     if (root / images_dir).is_dir() and (root / masks_dir).is_dir():
         return "folders"
     if next(root.rglob("*.mat"), None) is not None:
         return "figshare-mat"
     if any(next(d.glob("*_mask.tif"), None) for d in root.iterdir() if d.is_dir()):
         return "lgg"
-    if not any(root.iterdir()):
-        raise DataError(f"empty folder: {root}")
-    raise DataError(
-        f"cannot tell the layout of {root}: expected {images_dir}/ and {masks_dir}/ folders, "
-        "Figshare .mat files, or LGG patient folders of *_mask.tif slices"
-    )
+    return None
 
 
 def _image_files(folder: Path) -> list[Path]:
@@ -304,7 +320,12 @@ def image_files(inputs: Iterable[str | Path]) -> list[Path]:
         else:
             raise FileNotFoundError(f"input {path} does not exist")
     if not files:
-        raise FileNotFoundError(f"no image files in {', '.join(map(str, inputs))}")
+        hint = "".join(
+            f"; {Path(i) / 'images'} holds images: did you mean that folder?"
+            for i in inputs
+            if (Path(i) / "images").is_dir()
+        )
+        raise FileNotFoundError(f"no image files in {', '.join(map(str, inputs))}{hint}")
     seen: dict[str, Path] = {}
     for path in files:
         if path.stem in seen:

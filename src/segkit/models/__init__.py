@@ -46,9 +46,10 @@ def get(name: str, *, weights: str | None = None, **config) -> keras.Model:
         try:
             inspect.signature(build).bind(**config)
         except TypeError:
-            accepted = ", ".join(inspect.signature(build).parameters)
+            accepted = [*inspect.signature(build).parameters]  # `list` is the registry's here
+            unknown = ", ".join(sorted(set(config) - set(accepted)))
             raise ValueError(
-                f"model {model_name!r} takes the arguments {accepted}; got {sorted(config)}"
+                f"model {model_name!r} does not take {unknown}; it takes {', '.join(accepted)}"
             ) from None
         return build(**config)
     return pretrained.load_pretrained(model_name, weights, **config)

@@ -56,7 +56,7 @@ PRETRAINED: dict[tuple[str, str], Pretrained] = {
         "resunet",
         "figshare",
         "resunet-figshare.npz",
-        "77a3484535c5d5a3573f4a60c7b4c1228dccc0dc2dbbca59f695581ac7c16929",
+        "e26d7c806a34d06b932422ad3adb0a66a9e04c40cc4f33beee682ee1582425b1",
         description="The notebook's ResUNET on Figshare brain tumour slices (256x256, /255); "
         "per-image test Dice 0.715 on held-out patient blocks (see the model card).",
     ),
@@ -115,6 +115,7 @@ def save_weights(
     config: Mapping,
     preprocessing,
     threshold: float = 0.5,
+    intensity=None,
 ) -> str:
     """Write ``model``'s weights and how to rebuild and feed it to an ``.npz``; return its SHA-256.
 
@@ -126,6 +127,8 @@ def save_weights(
         preprocessing: a `segkit.data.Preprocessing`, or a dict of its ``size``, ``channels``
             and ``normalize``.
         threshold: probability above which a pixel is foreground.
+        intensity: the `segkit.data.intensity.IntensityRange` of the training images (or its
+            dict), so that inputs unlike them are noticed; None records none.
 
     Raises:
         ValueError: config or preprocessing that cannot describe the model.
@@ -144,6 +147,8 @@ def save_weights(
         "preprocessing": dict(preprocessing),
         "threshold": float(threshold),
     }
+    if intensity is not None:
+        header["intensity"] = intensity if isinstance(intensity, dict) else intensity.to_dict()
     try:
         header_bytes = json.dumps(header).encode()
     except TypeError as exc:
@@ -158,7 +163,8 @@ def save_weights(
 
 
 def read_header(path: str | Path) -> dict:
-    """The header of a weights file: builder, config, preprocessing and threshold.
+    """The header of a weights file: builder, config, preprocessing and threshold (and, where
+    recorded, the intensity range of the training images).
 
     JSON has no tuples; ``input_shape``, ``size`` and ``channels`` come back as the tuples the
     builders and `segkit.data.Preprocessing` are given.
