@@ -455,12 +455,24 @@ def data():
 @data.command()
 @click.argument("root", type=click.Path())
 @click.option("--layout", default="auto", show_default=True, help="folders, figshare-mat or lgg.")
+@click.option(
+    "--num-classes",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Read masks as label maps of this many classes (a classes.json does so too).",
+)
+@click.option(
+    "--classes",
+    default=None,
+    help="tumour-type: each mask's foreground takes its sample's label (labels.csv, .mat).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report.")
-def inspect(root, layout, as_json):
-    """Count pairs and patients, sizes and coverage; list every problem (exit 2 if any)."""
+def inspect(root, layout, num_classes, classes, as_json):
+    """Count pairs and patients, sizes and coverage per class; list every problem (exit 2 if
+    any)."""
     from segkit import data as segkit_data
 
-    report = segkit_data.inspect(root, layout=layout)
+    report = segkit_data.inspect(root, layout=layout, num_classes=num_classes, classes=classes)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.format())
     if not report.ok:
         sys.exit(2)

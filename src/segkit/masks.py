@@ -32,6 +32,7 @@ __all__ = [
     "binarize",
     "to_mask",
     "from_pixel_values",
+    "from_label_values",
     "one_hot",
     "from_one_hot",
 ]
@@ -279,6 +280,22 @@ def from_pixel_values(pixels) -> np.ndarray:
         shown = ", ".join(str(v) for v in values[:8]) + (", ..." if len(values) > 8 else "")
         raise ValueError(f"not binary: values {shown} (expected 0/255 or 0/1)")
     return (pixels != 0).astype(np.uint8)
+
+
+def from_label_values(pixels, num_classes: int) -> np.ndarray:
+    """A label map's pixel values, each a class index in ``[0, num_classes)``, as ``uint8``.
+
+    Raises:
+        ValueError: a value is ``num_classes`` or more; the message names the largest.
+    """
+    pixels = np.asarray(pixels)
+    high = int(pixels.max()) if pixels.size else 0
+    if high >= num_classes:
+        raise ValueError(
+            f"a label map holding the value {high}; classes are 0..{num_classes - 1} "
+            f"(num_classes={num_classes})"
+        )
+    return pixels.astype(np.uint8)
 
 
 def one_hot(labels, num_classes: int) -> np.ndarray:

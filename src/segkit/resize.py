@@ -44,8 +44,27 @@ def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     height, width = size
     if mask.shape == (height, width):
         return mask
-    resized = Image.fromarray(mask.astype(np.float32)).resize((width, height), Image.Resampling.BOX)
-    return (np.asarray(resized) >= 0.5).astype(np.uint8)
+    return (resize_mask_area(mask, size) >= 0.5).astype(np.uint8)
+
+
+def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize a ``uint8 (H, W)`` label map to ``size``: each pixel takes the class that covers
+    most of its area (ties go to the lower class), so small classes keep their share."""
+    height, width = size
+    if labels.shape == (height, width):
+        return labels
+    present = np.unique(labels)
+    shares = np.stack(
+        [resize_mask_area(labels == value, size) for value in present.tolist()], axis=-1
+    )
+    return present[np.argmax(shares, axis=-1)].astype(np.uint8)
+
+
+def resize_mask_area(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The share of each output pixel's area that a ``(H, W)`` mask in {0, 1} covers."""
+    height, width = size
+    image = Image.fromarray(mask.astype(np.float32))
+    return np.asarray(image.resize((width, height), Image.Resampling.BOX))
 
 
 def resize_nearest(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -10,6 +10,10 @@ train, val, test = split.select(samples)
 batches = data.SegmentationDataset(train, batch_size=16, augment=data.Augment(), cache="cache")
 X, Y = data.load_arrays(test)                                    # small sets, in memory
 print(data.inspect("figshare-brain-tumor-256").format())
+
+# Four classes: background and the slice's tumour type from labels.csv.
+classes = data.resolve_classes("figshare-brain-tumor-256", classes="tumour-type")
+X, Y = data.load_arrays(test, data.Preprocessing.for_classes(classes))  # Y in 0..3
 ```
 """
 
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 from segkit.data.augment import Augment
 from segkit.data.cache import SampleCache
+from segkit.data.classes import Classes, read_classes_file, resolve_classes
 from segkit.data.errors import DataError, Problem
 from segkit.data.imagefiles import IMAGE_SUFFIXES
 from segkit.data.inspection import InspectionReport, inspect
@@ -54,6 +59,7 @@ __all__ = [
     "LAYOUTS",
     "LGG_CHANNELS",
     "Augment",
+    "Classes",
     "DataError",
     "InspectionReport",
     "Preprocessing",
@@ -73,8 +79,10 @@ __all__ = [
     "read_image",
     "read_mask",
     "read_mask_file",
+    "read_classes_file",
     "read_pair",
     "resize_image",
     "resize_mask",
+    "resolve_classes",
     "split_samples",
 ]

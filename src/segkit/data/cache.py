@@ -46,7 +46,10 @@ class SampleCache:
         for path in dict.fromkeys((sample.image, sample.mask)):  # one file for .mat samples
             stat = os.stat(path)
             sources.append([os.path.abspath(path), stat.st_size, stat.st_mtime_ns])
-        identity = json.dumps([CACHE_FORMAT, prep.key(), sample.layout, sources])
+        identity = [CACHE_FORMAT, prep.key(), sample.layout, sources]
+        if prep.num_classes is not None and prep.class_source == "sample-label":
+            identity.append(sample.label)  # labels.csv may change while the files do not
+        identity = json.dumps(identity)
         digest = hashlib.sha256(identity.encode()).hexdigest()[:32]
         return self.directory / prep.key() / f"{digest}.npy"
 

@@ -53,6 +53,17 @@ def read_array(path: Path, mode: str) -> np.ndarray:
     return array
 
 
+def is_palette(path: Path) -> bool:
+    """Whether an image file stores palette indices (a ``P`` mode PNG or GIF)."""
+    if is_tiff(path):
+        return False
+    try:
+        with iio.imopen(path, "r", plugin="pillow") as file:
+            return file.metadata()["mode"] == "P"
+    except Exception as exc:
+        raise DataError(f"cannot read {path}: {exc}", path) from exc
+
+
 def image_size(path: Path) -> tuple[int, int]:
     """``(height, width)`` of an image file, read from its header only."""
     try:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from segkit.data.classes import Classes, resolve_classes
 from segkit.data.errors import DataError, Problem
 from segkit.data.preprocess import read_pair
 from segkit.data.samples import Sample, scan
@@ -28,6 +29,8 @@ class InspectionReport:
         mask_coverage: foreground fraction of the readable masks: ``mean``, ``min``, ``max``, and
             ``empty`` (masks without foreground).
         labels: ``{label_name or label: count}`` where labels are known.
+        classes: for a multi-class data set, ``{class name: {"coverage": mean share of an
+            image's pixels, "images": images holding the class}}``, background included.
         problems: every missing, extra, duplicate, unreadable, mismatched or non-binary file.
     """
 
@@ -38,6 +41,7 @@ class InspectionReport:
     image_sizes: dict[str, int] = field(default_factory=dict)
     mask_coverage: dict[str, float | int] = field(default_factory=dict)
     labels: dict[str, int] = field(default_factory=dict)
+    classes: dict[str, dict[str, float | int]] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
 
     @property
@@ -55,6 +59,7 @@ class InspectionReport:
             "image_sizes": dict(self.image_sizes),
             "mask_coverage": dict(self.mask_coverage),
             "labels": dict(self.labels),
+            **({"classes": {k: dict(v) for k, v in self.classes.items()}} if self.classes else {}),
             "problems": [p.to_dict() for p in self.problems],
         }
 
@@ -76,6 +81,13 @@ class InspectionReport:
                 f"  mask coverage: mean {c['mean']:.2%}, min {c['min']:.2%}, max {c['max']:.2%}, "
                 f"{c['empty']} empty"
             )
+        if self.classes:
+            lines.append("  classes:     (share of the pixels, images holding the class)")
+            width = max(len(name) for name in self.classes)
+            lines.extend(
+                f"    {name:<{width}}  {c['coverage']:7.2%}  {c['images']} images"
+                for name, c in self.classes.items()
+            )
         if self.problems:
             lines.append(f"  {len(self.problems)} problem(s):")
             lines.extend(f"    {p}" for p in self.problems)
@@ -85,7 +97,12 @@ class InspectionReport:
 
 
 def inspect(
-    root: str | Path, layout: str = "auto", *, workers: int | None = None
+    root: str | Path,
+    layout: str = "auto",
+    *,
+    workers: int | None = None,
+    num_classes: int | None = None,
+    classes: str | list[str] | None = None,
 ) -> InspectionReport:
     """Read every pair under ``root`` and report what is there and what is wrong.
 
@@ -96,24 +113,30 @@ def inspect(
         root: the data folder.
         layout: ``"auto"`` (detect) or one of `segkit.data.LAYOUTS`.
         workers: decoding threads; default: the number of CPUs, at most 8.
+        num_classes: read masks as label maps of this many classes (a ``classes.json`` in
+            ``root`` does so too); see `segkit.data.classes.resolve_classes`.
+        classes: ``"tumour-type"`` or the class names, as `segkit.data.classes.resolve_classes`.
 
     Raises:
         DataError: the folder is missing, empty or of no known layout.
     """
+    found = resolve_classes(root, num_classes, classes)
     samples, problems = scan(root, layout)
     layout = samples[0].layout if samples else layout
     with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
-        results = list(pool.map(_check, samples))
+        results = list(pool.map(lambda sample: _check(sample, found), samples))
 
     sizes: Counter[str] = Counter()
     coverages = []
+    class_shares = []
     for result in results:
         if isinstance(result, Problem):
             problems.append(result)
         else:
-            (height, width), coverage = result
+            (height, width), coverage, shares = result
             sizes[f"{width}x{height}"] += 1
             coverages.append(coverage)
+            class_shares.append(shares)
 
     report = InspectionReport(
         root=str(root), layout=layout, n_pairs=len(samples), problems=problems
@@ -130,13 +153,30 @@ def inspect(
         report.n_patients = len({s.patient for s in samples})
     labels = Counter(s.label_name or str(s.label) for s in samples if s.label is not None)
     report.labels = dict(sorted(labels.items()))
+    if found is not None and class_shares:
+        shares = np.array(class_shares)
+        report.classes = {
+            name: {"coverage": float(shares[:, k].mean()), "images": int((shares[:, k] > 0).sum())}
+            for k, name in enumerate(found.names)
+        }
     return report
 
 
-def _check(sample: Sample) -> tuple[tuple[int, int], float] | Problem:
-    """``((height, width), mask coverage)`` of a readable pair, else the problem found."""
+def _check(
+    sample: Sample, classes: Classes | None
+) -> tuple[tuple[int, int], float, np.ndarray | None] | Problem:
+    """``((height, width), foreground coverage, share of each class)`` of a readable pair
+    (no shares for a binary data set), else the problem found."""
     try:
-        image, mask = read_pair(sample)
+        if classes is None:
+            image, mask = read_pair(sample)
+        else:
+            image, mask = read_pair(
+                sample, num_classes=classes.num_classes, class_source=classes.source
+            )
     except DataError as exc:
         return Problem(str(exc.path or sample.image), str(exc))
-    return image.shape[:2], float(mask.mean())
+    if classes is None:
+        return image.shape[:2], float(mask.mean()), None
+    shares = np.bincount(mask.ravel(), minlength=classes.num_classes) / mask.size
+    return image.shape[:2], float((mask > 0).mean()), shares

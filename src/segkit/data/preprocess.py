@@ -4,7 +4,8 @@ By default this does what the original notebook did: greyscale, 256x256, divided
 Reading happens in two steps so that the slow one can be cached:
 
 1. `decode` reads image and mask at their original size, checks them, resizes them and
-   returns ``uint8`` arrays (image ``(H, W, C)`` 0..255, mask ``(H, W, 1)`` in {0, 1}).
+   returns ``uint8`` arrays (image ``(H, W, C)`` 0..255, mask ``(H, W, 1)`` in {0, 1}, or
+   class indices ``0..K-1`` for a multi-class data set: see `segkit.data.classes`).
 2. `normalize` turns the ``uint8`` image into the ``float32`` the model sees.
 """
 
@@ -16,10 +17,18 @@ from pathlib import Path
 import numpy as np
 
 from segkit import masks
+from segkit.data.classes import CLASS_SOURCES, Classes
 from segkit.data.errors import DataError
-from segkit.data.imagefiles import image_size, is_tiff, mat_size, read_array, read_mat
+from segkit.data.imagefiles import (
+    image_size,
+    is_palette,
+    is_tiff,
+    mat_size,
+    read_array,
+    read_mat,
+)
 from segkit.data.samples import Sample
-from segkit.resize import resize_image, resize_mask
+from segkit.resize import resize_image, resize_labels, resize_mask
 
 #: The three LGG MRI sequences, in the order the TIFF channels store them.
 LGG_CHANNELS = ("pre-contrast", "flair", "post-contrast")
@@ -42,11 +51,18 @@ class Preprocessing:
             "post-contrast")``.
         normalize: ``"divide255"`` (values in [0, 1], as the notebook did) or ``"zscore"``
             (per image and channel: zero mean, unit standard deviation).
+        num_classes: ``None`` for binary masks (0/255 or 0/1 files, read as {0, 1}); ``K`` for
+            label maps with class indices ``0..K-1``.
+        class_source: with ``num_classes``: ``"mask"`` (the mask's pixel values, or a palette
+            PNG's indices, are the classes) or ``"sample-label"`` (a binary mask whose
+            foreground takes the sample's label, e.g. the Figshare tumour type).
     """
 
     size: tuple[int, int] = (256, 256)
     channels: int | tuple[int | str, ...] = 1
     normalize: str = "divide255"
+    num_classes: int | None = None
+    class_source: str = "mask"
 
     def __post_init__(self) -> None:
         size = tuple(int(s) for s in self.size)
@@ -66,6 +82,21 @@ class Preprocessing:
             raise ValueError(f"channels must be 1, 3 or a tuple of channels, not {channels!r}")
         if self.normalize not in NORMALIZATIONS:
             raise ValueError(f"normalize must be one of {NORMALIZATIONS}, not {self.normalize!r}")
+        if self.num_classes is not None and (
+            int(self.num_classes) != self.num_classes or self.num_classes < 2
+        ):
+            raise ValueError(f"num_classes must be None or at least 2, not {self.num_classes!r}")
+        if self.class_source not in CLASS_SOURCES:
+            raise ValueError(
+                f"class_source must be one of {CLASS_SOURCES}, not {self.class_source!r}"
+            )
+
+    @classmethod
+    def for_classes(cls, classes: Classes | None, **settings) -> Preprocessing:
+        """Preprocessing that reads masks as ``classes`` say (binary when None)."""
+        if classes is None:
+            return cls(**settings)
+        return cls(**settings, num_classes=classes.num_classes, class_source=classes.source)
 
     @property
     def n_channels(self) -> int:
@@ -78,22 +109,31 @@ class Preprocessing:
             channels = "+".join(str(c) for c in self.channels)
         else:
             channels = f"c{self.channels}"
-        return f"{self.size[0]}x{self.size[1]}-{channels}-{self.normalize}"
+        key = f"{self.size[0]}x{self.size[1]}-{channels}-{self.normalize}"
+        if self.num_classes is None:  # binary: the key it always had
+            return key
+        return f"{key}-k{self.num_classes}-{self.class_source}"
 
 
 def decode(sample: Sample, prep: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
     """Read, check and resize one sample, without normalising it.
 
     Returns:
-        ``(image, mask)``: image ``uint8 (H, W, C)``, mask ``uint8 (H, W, 1)`` in {0, 1}, with
-        ``(H, W) = prep.size``.
+        ``(image, mask)``: image ``uint8 (H, W, C)``, mask ``uint8 (H, W, 1)`` in {0, 1} (or
+        ``0..K-1`` with ``prep.num_classes``), with ``(H, W) = prep.size``.
 
     Raises:
-        DataError: unreadable file, image and mask of different sizes, or a mask that is not
-            binary; the message names the file.
+        DataError: unreadable file, image and mask of different sizes, a mask that is not
+            binary, or a class value of ``K`` or more; the message names the file.
     """
-    image, mask = read_pair(sample, prep.channels)
-    return resize_image(image, prep.size), resize_mask(mask, prep.size)[..., None]
+    if prep.num_classes is not None and prep.class_source == "sample-label":
+        # Resize the binary mask as a binary one, then colour it: exactly the binary targets.
+        image, mask = read_pair(sample, prep.channels)
+        mask = resize_mask(mask, prep.size) * _sample_label(sample, prep.num_classes)
+        return resize_image(image, prep.size), mask.astype(np.uint8)[..., None]
+    image, mask = read_pair(sample, prep.channels, num_classes=prep.num_classes)
+    resize = resize_mask if prep.num_classes is None else resize_labels
+    return resize_image(image, prep.size), resize(mask, prep.size)[..., None]
 
 
 def load_sample(sample: Sample, prep: Preprocessing | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -138,39 +178,68 @@ def normalize(image: np.ndarray, prep: Preprocessing, out: np.ndarray | None = N
     return out
 
 
-def read_pair(sample: Sample, channels: int | tuple = 1) -> tuple[np.ndarray, np.ndarray]:
+def read_pair(
+    sample: Sample,
+    channels: int | tuple = 1,
+    *,
+    num_classes: int | None = None,
+    class_source: str = "mask",
+) -> tuple[np.ndarray, np.ndarray]:
     """Read image and mask at their original size and check that they fit together.
 
+    Args:
+        sample: the sample.
+        channels: as `Preprocessing.channels`.
+        num_classes: ``None`` for a binary mask; ``K`` for a label map of values ``0..K-1``.
+        class_source: as `Preprocessing.class_source`.
+
     Returns:
-        ``(image, mask)``: image ``uint8 (H, W, C)``, mask ``uint8 (H, W)`` in {0, 1}.
+        ``(image, mask)``: image ``uint8 (H, W, C)``, mask ``uint8 (H, W)`` in {0, 1} (or
+        ``0..K-1``).
 
     Raises:
         DataError: as `decode`.
     """
+    by_label = num_classes is not None and class_source == "sample-label"
+    values = None if by_label else num_classes
     if sample.layout == "figshare-mat":
         image, mask = read_mat(sample.image)
         image = _pick_channels(image[..., None], channels, sample)
     else:
         image = _read_image(sample, channels)
-        mask = _read_mask_file(sample.mask)
+        mask = _read_mask_file(sample.mask, labels=values is not None)
     if image.shape[:2] != mask.shape:
         raise DataError(
             f"image {sample.image} is {image.shape[1]}x{image.shape[0]} but its mask "
             f"{sample.mask} is {mask.shape[1]}x{mask.shape[0]}",
             sample.mask,
         )
-    return image, _binary_mask(mask, sample.mask)
+    mask = _mask_values(mask, sample.mask, values)
+    return image, mask * _sample_label(sample, num_classes) if by_label else mask
 
 
-def read_mask(sample: Sample) -> np.ndarray:
+def read_mask(
+    sample: Sample, *, num_classes: int | None = None, class_source: str = "mask"
+) -> np.ndarray:
     """The mask at its original resolution, for evaluation at the ground truth's size.
 
+    Args:
+        sample: the sample.
+        num_classes: ``None`` for a binary mask; ``K`` for a label map.
+        class_source: as `Preprocessing.class_source`.
+
     Returns:
-        ``uint8 (H, W)`` in {0, 1}.
+        ``uint8 (H, W)`` in {0, 1} (or ``0..K-1``).
     """
+    by_label = num_classes is not None and class_source == "sample-label"
+    values = None if by_label else num_classes
     if sample.layout == "figshare-mat":
-        return _binary_mask(read_mat(sample.mask)[1], sample.mask)
-    return _binary_mask(_read_mask_file(sample.mask), sample.mask)
+        mask = _mask_values(read_mat(sample.mask)[1], sample.mask, values)
+    else:
+        mask = _mask_values(_read_mask_file(sample.mask, values is not None), sample.mask, values)
+    if by_label:
+        return mask * _sample_label(sample, num_classes)
+    return mask
 
 
 def original_size(sample: Sample) -> tuple[int, int]:
@@ -213,9 +282,37 @@ def _pick_channels(image: np.ndarray, channels: int | tuple, sample: Sample) -> 
     raise DataError(f"{sample.image} has {n} channels; cannot make {channels}")
 
 
-def _read_mask_file(path: Path) -> np.ndarray:
-    mask = read_array(path, "L")
+def _read_mask_file(path: Path, labels: bool = False) -> np.ndarray:
+    # A label map saved as a palette PNG is read by index, not by the colours' brightness.
+    mask = read_array(path, "P" if labels and is_palette(path) else "L")
     return mask[..., 0] if mask.ndim == 3 else mask  # a TIFF mask saved as RGB
+
+
+def _mask_values(mask: np.ndarray, path: Path, num_classes: int | None) -> np.ndarray:
+    """A mask file's pixels as {0, 1} (binary) or class indices below ``num_classes``."""
+    if num_classes is None:
+        return _binary_mask(mask, path)
+    try:
+        return masks.from_label_values(mask, num_classes)
+    except ValueError as exc:
+        raise DataError(f"mask {path} is {exc}", path) from None
+
+
+def _sample_label(sample: Sample, num_classes: int) -> np.uint8:
+    """The class a sample's foreground takes from its label (``labels.csv``, ``.mat`` label)."""
+    if sample.label is None:
+        raise DataError(
+            f"{sample.mask}: sample {sample.key} has no label (labels.csv or the .mat label "
+            "field) to take its class from",
+            sample.mask,
+        )
+    if not 0 < sample.label < num_classes:
+        raise DataError(
+            f"{sample.mask}: sample {sample.key} has the label {sample.label}; classes are "
+            f"1..{num_classes - 1} (num_classes={num_classes})",
+            sample.mask,
+        )
+    return np.uint8(sample.label)
 
 
 def _binary_mask(mask: np.ndarray, path: Path) -> np.ndarray:
@@ -240,11 +337,17 @@ def read_image(path: str | Path, channels: int | tuple = 1) -> np.ndarray:
     return _read_image(Sample(key=path.stem, image=path, mask=path, layout=layout), channels)
 
 
-def read_mask_file(path: str | Path) -> np.ndarray:
-    """One mask file at its original size: ``uint8 (H, W)`` in {0, 1}.
+def read_mask_file(path: str | Path, num_classes: int | None = None) -> np.ndarray:
+    """One mask file at its original size: ``uint8 (H, W)`` in {0, 1}, or a label map.
+
+    Args:
+        path: the file.
+        num_classes: ``None`` for a binary mask; ``K`` for a label map of values ``0..K-1``
+            (a palette PNG is read by index).
 
     Raises:
-        DataError: the file cannot be read or is not binary (0/255 or 0/1).
+        DataError: the file cannot be read, is not binary (0/255 or 0/1), or holds a class
+            value of ``K`` or more.
     """
     path = Path(path)
-    return _binary_mask(_read_mask_file(path), path)
+    return _mask_values(_read_mask_file(path, num_classes is not None), path, num_classes)
