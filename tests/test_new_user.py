@@ -1,4 +1,8 @@
-"""What a new user trips over, tried as one would: each case failed before it was fixed."""
+"""What a new user trips over, tried as one would: each case failed before it was fixed.
+
+These test the command line's behaviour, not numerics, so they run once (on the first
+backend of `make test`), not once per backend.
+"""
 
 from __future__ import annotations
 
@@ -64,7 +68,6 @@ def test_random_weights_are_never_used_silently(tmp_path, monkeypatch, args):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.backend
 def test_random_weights_when_asked_for(tmp_path):
     image = sample_dir() / "images" / "955.png"
     result = invoke("predict", "--model", "fast_unet", image, "--out", tmp_path, "--random-weights")
@@ -73,7 +76,6 @@ def test_random_weights_when_asked_for(tmp_path):
 
 
 # 2. A first epoch stopped by bad data leaves nothing that blocks the same command.
-@pytest.mark.backend
 def test_a_run_stopped_by_bad_data_runs_again_once_the_data_is_fixed(tmp_path, manifest):
     folder = tmp_path / "data"
     shutil.copytree(sample_dir(), folder)
@@ -92,7 +94,6 @@ def test_a_run_stopped_by_bad_data_runs_again_once_the_data_is_fixed(tmp_path, m
 
 
 # 3. Long commands show progress, unless asked to be quiet.
-@pytest.mark.backend
 def test_predict_and_evaluate_show_progress_unless_quiet(tmp_path):
     model = "resunet.figshare"
     result = invoke("predict", "--model", model, sample_dir() / "images", "--out", tmp_path / "p")
@@ -140,7 +141,6 @@ def test_resume_refuses_settings_it_would_ignore(tmp_path):
     one_line_error(result, "--lr", "--loss", "--init-from")
 
 
-@pytest.mark.backend
 def test_resume_with_more_epochs_trains_longer(tmp_path, manifest):
     run = tmp_path / "run"
     common = ("--data", sample_dir(), "--manifest", manifest, "--cache", tmp_path / "c", *TINY)
@@ -168,7 +168,6 @@ def test_ctrl_c_says_how_to_resume_and_exits_130(tmp_path, monkeypatch):
 
 
 # 7. A corrupt model file is not "not found".
-@pytest.mark.backend
 def test_a_corrupt_model_file_is_called_corrupt(tmp_path, manifest):
     corrupt = tmp_path / "corrupt.keras"
     corrupt.write_bytes(b"not a model")
@@ -182,7 +181,6 @@ def test_a_corrupt_model_file_is_called_corrupt(tmp_path, manifest):
 
 
 # 8. The message about a missing mask names the command-line switch, which works.
-@pytest.mark.backend
 def test_missing_masks_name_the_switch_that_skips_them(tmp_path):
     folder = tmp_path / "data"
     shutil.copytree(sample_dir(), folder)
@@ -197,7 +195,6 @@ def test_missing_masks_name_the_switch_that_skips_them(tmp_path):
 
 
 # 9. Training says what it trains on and how it ended; one epoch draws whole-number ticks.
-@pytest.mark.backend
 def test_training_reports_its_split_and_its_result(tmp_path, manifest):
     args = ("train", "--data", sample_dir(), "--out", tmp_path / "run", "--epochs", 1)
     result = invoke(*args, "--manifest", manifest, "--cache", tmp_path / "c", *TINY[:-1])
@@ -274,7 +271,6 @@ def test_a_mistyped_path_is_answered_before_keras_is_imported(tmp_path):
 
 
 # 13. Options the API had and the command line lacked.
-@pytest.mark.backend
 def test_channels_and_limit_reach_the_run(tmp_path, manifest):
     args = ("train", "--data", sample_dir(), "--out", tmp_path / "run", "--epochs", 1)
     args += ("--manifest", manifest, "--cache", tmp_path / "c", *TINY[:-1])
@@ -287,7 +283,6 @@ def test_channels_and_limit_reach_the_run(tmp_path, manifest):
 
 
 # 15. Inputs unlike the training data are pointed out.
-@pytest.mark.backend
 def test_inputs_unlike_the_training_images_are_pointed_out(tmp_path, lgg_root):
     flair = lgg_root / "TCGA_FG_8189_20030516" / "TCGA_FG_8189_20030516_6.tif"
     with pytest.warns(UserWarning, match=r"1 of 1 inputs look unlike .*resunet\.figshare.*std"):
@@ -310,7 +305,6 @@ def test_the_intensity_range_reads_three_numbers_of_an_image(figshare_256, lgg_r
     assert IntensityRange.from_dict(trained.to_dict()) == trained
 
 
-@pytest.mark.backend
 def test_a_run_records_the_intensity_of_its_training_images(tmp_path, manifest):
     args = ("train", "--data", sample_dir(), "--out", tmp_path / "run", "--epochs", 1)
     result = invoke(*args, "--manifest", manifest, "--cache", tmp_path / "c", *TINY)
