@@ -155,3 +155,23 @@ def test_inside_model_fit():
     logs = model.evaluate(x, y, batch_size=2, verbose=0, return_dict=True)
     assert {"dice", "iou", "recall"} <= set(logs)
     assert all(0.0 <= logs[name] <= 1.0 for name in ("dice", "iou", "recall"))
+
+
+@pytest.mark.parametrize("metric_class", [metrics.Dice, metrics.IoU])
+def test_include_background_false_scores_foreground_classes_only(metric_class):
+    labels = np.zeros((1, 8, 8, 1), np.float32)
+    labels[0, :4, :4] = 1
+    labels[0, 4:, 4:] = 2
+    predicted = np.zeros((1, 8, 8), np.int64)
+    predicted[0, :4, :4] = 1  # class 1 right, class 2 missed (called background)
+    probs = np.eye(3, dtype=np.float32)[predicted]
+    with_background = metric_class()
+    with_background.update_state(labels, probs)
+    foreground = metric_class(include_background=False)
+    foreground.update_state(labels, probs)
+    # Foreground: class 1 has 16 true positives, class 2 16 false negatives.
+    expected = 2 * 16 / (2 * 16 + 16) if metric_class is metrics.Dice else 16 / 32
+    assert float(foreground.result()) == pytest.approx(expected, abs=1e-6)
+    assert float(with_background.result()) > float(foreground.result())
+    config = metric_class.from_config(foreground.get_config()).get_config()
+    assert config["include_background"] is False

@@ -18,7 +18,9 @@ policy decides what they count as in the per-image mean:
 An image where exactly one of the two masks is empty scores 0 on every metric here. When there
 is nothing to report (no image counted, or pooled counts with no foreground at all under
 ``"skip"``) ``result()`` returns 0.0, as Keras metrics do, rather than NaN. With more than one
-channel, each channel is thresholded and the channels' counts are pooled within the image.
+channel, each channel is thresholded and the channels' counts are pooled within the image;
+``include_background=False`` leaves channel 0 (the background class of a multi-class model)
+out, so that the background, which covers most pixels, does not lift the score.
 
 All computation is ``keras.ops``, so the metrics run on JAX, PyTorch and TensorFlow.
 """
@@ -43,8 +45,10 @@ class _OverlapMetric(keras.metrics.Metric):
         empty: str = "one",
         name: str | None = None,
         dtype=None,
+        include_background: bool = True,
     ):
         super().__init__(name=name, dtype=dtype)
+        self.include_background = bool(include_background)
         if empty not in EMPTY_POLICIES:
             raise ValueError(f"empty must be one of {EMPTY_POLICIES}, got {empty!r}")
         self.threshold = float(threshold)
@@ -88,6 +92,8 @@ class _OverlapMetric(keras.metrics.Metric):
             labels = ops.cast(ops.reshape(y_true, ops.shape(y_pred)[:-1]), "int32")
             y_true = ops.one_hot(labels, channels)
         y_true = ops.reshape(y_true, ops.shape(y_pred))
+        if not self.include_background and channels is not None and channels > 1:
+            y_true, y_pred = y_true[..., 1:], y_pred[..., 1:]
         predicted = ops.cast(y_pred > self.threshold, self.dtype)
         actual = ops.cast(y_true > 0.5, self.dtype)
         axes = tuple(range(1, len(y_pred.shape)))
@@ -123,7 +129,12 @@ class _OverlapMetric(keras.metrics.Metric):
 
     def get_config(self):
         config = super().get_config()
-        config.update(threshold=self.threshold, per_image=self.per_image, empty=self.empty)
+        config.update(
+            threshold=self.threshold,
+            per_image=self.per_image,
+            empty=self.empty,
+            include_background=self.include_background,
+        )
         return config
 
 
@@ -137,10 +148,27 @@ class Dice(_OverlapMetric):
         empty: ``"one"`` counts images with both masks empty as 1.0, ``"skip"`` leaves them out.
         name: name of the metric.
         dtype: dtype of the state.
+        include_background: count channel 0 of a multi-channel ``y_pred``; False for the
+            foreground classes of a multi-class model only.
     """
 
-    def __init__(self, threshold=0.5, per_image=True, empty="one", name="dice", dtype=None):
-        super().__init__(threshold, per_image, empty, name=name, dtype=dtype)
+    def __init__(
+        self,
+        threshold=0.5,
+        per_image=True,
+        empty="one",
+        name="dice",
+        dtype=None,
+        include_background=True,
+    ):
+        super().__init__(
+            threshold,
+            per_image,
+            empty,
+            name=name,
+            dtype=dtype,
+            include_background=include_background,
+        )
 
     def ratio(self, true_positives, false_positives, false_negatives):
         return 2.0 * true_positives, 2.0 * true_positives + false_positives + false_negatives
@@ -150,8 +178,23 @@ class Dice(_OverlapMetric):
 class IoU(_OverlapMetric):
     """Intersection over union ``TP / (TP + FP + FN)``; arguments as `Dice`."""
 
-    def __init__(self, threshold=0.5, per_image=True, empty="one", name="iou", dtype=None):
-        super().__init__(threshold, per_image, empty, name=name, dtype=dtype)
+    def __init__(
+        self,
+        threshold=0.5,
+        per_image=True,
+        empty="one",
+        name="iou",
+        dtype=None,
+        include_background=True,
+    ):
+        super().__init__(
+            threshold,
+            per_image,
+            empty,
+            name=name,
+            dtype=dtype,
+            include_background=include_background,
+        )
 
     def ratio(self, true_positives, false_positives, false_negatives):
         return true_positives, true_positives + false_positives + false_negatives
@@ -165,8 +208,23 @@ class Precision(_OverlapMetric):
     scores 0.
     """
 
-    def __init__(self, threshold=0.5, per_image=True, empty="one", name="precision", dtype=None):
-        super().__init__(threshold, per_image, empty, name=name, dtype=dtype)
+    def __init__(
+        self,
+        threshold=0.5,
+        per_image=True,
+        empty="one",
+        name="precision",
+        dtype=None,
+        include_background=True,
+    ):
+        super().__init__(
+            threshold,
+            per_image,
+            empty,
+            name=name,
+            dtype=dtype,
+            include_background=include_background,
+        )
 
     def ratio(self, true_positives, false_positives, false_negatives):
         return true_positives, true_positives + false_positives
@@ -180,8 +238,23 @@ class Recall(_OverlapMetric):
     scores 0.
     """
 
-    def __init__(self, threshold=0.5, per_image=True, empty="one", name="recall", dtype=None):
-        super().__init__(threshold, per_image, empty, name=name, dtype=dtype)
+    def __init__(
+        self,
+        threshold=0.5,
+        per_image=True,
+        empty="one",
+        name="recall",
+        dtype=None,
+        include_background=True,
+    ):
+        super().__init__(
+            threshold,
+            per_image,
+            empty,
+            name=name,
+            dtype=dtype,
+            include_background=include_background,
+        )
 
     def ratio(self, true_positives, false_positives, false_negatives):
         return true_positives, true_positives + false_negatives

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from segkit._io import atomic_path, check_writable, write_json
 from segkit.data import LAYOUTS, Preprocessing, Split
+from segkit.data.classes import TUMOUR_TYPE, Classes, resolve_classes
 from segkit.data.intensity import IntensityRange
 from segkit.data.preprocess import NORMALIZATIONS
 from segkit.visualize import plot_curves
@@ -43,6 +44,9 @@ PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 #: Split methods a run accepts (see `segkit.data.split_samples`).
 SPLITS = ("auto", "blocks", "group", "random")
+
+#: How a model's output channels are read (as segmentation_models_pytorch names them).
+MODES = ("auto", "binary", "multiclass")
 
 STATE_ENTRY = "segkit_state.json"  # extra member of last.keras holding the run state
 
@@ -88,6 +92,24 @@ class TrainConfig:
         flag="--loss-arg",
         metavar="KEY=VALUE",
     )
+    num_classes: int | None = _option(
+        None,
+        "Classes of label-map masks, background included (a classes.json beside images/ and "
+        "masks/ says so too); none: binary 0/255 masks.",
+    )
+    classes: str | None = _option(
+        None,
+        "tumour-type: four classes, background and the slice's tumour type, from labels.csv "
+        "or the .mat label field.",
+        metavar="tumour-type",
+    )
+    mode: str = _option(
+        "auto",
+        "binary: one sigmoid channel; multiclass: a softmax channel per class, one class a "
+        "pixel; auto: binary for binary masks, multiclass for label maps.",
+        choices=MODES,
+    )
+    class_names: list = _option([], "", hidden=True)  # recorded when the run starts
     epochs: int = _option(50, "Epochs at most.")
     batch_size: int = _option(32, "Images per training step.")
     learning_rate: float = _option(1e-4, "Peak learning rate of Adam.", flag="--lr")
@@ -132,9 +154,23 @@ class TrainConfig:
     workers: int = _option(2, "Threads that decode training images.")
 
     def preprocessing(self) -> Preprocessing:
-        return Preprocessing(
-            size=tuple(self.image_size), channels=self.channels, normalize=self.normalize
+        return Preprocessing.for_classes(
+            self.data_classes(),
+            size=tuple(self.image_size),
+            channels=self.channels,
+            normalize=self.normalize,
         )
+
+    def data_classes(self) -> Classes | None:
+        """The classes the run learns (None: binary), from `class_names` once recorded."""
+        if not self.class_names:
+            return None
+        source = "sample-label" if self.classes == TUMOUR_TYPE else "mask"
+        return Classes(tuple(self.class_names), source)
+
+    def output_channels(self) -> int:
+        """The model's output channels: 1 for binary masks, one per class for multiclass."""
+        return len(self.class_names) if self.class_names else 1
 
     def check(self) -> None:
         """Raise ValueError naming the first setting that is out of range."""
@@ -149,6 +185,20 @@ class TrainConfig:
         if self.loss not in losses.list():
             raise ValueError(
                 f"unknown loss {self.loss!r}; choose one of {', '.join(losses.list())}"
+            )
+        if not self.class_names:  # read classes.json once; the run keeps the names
+            found = resolve_classes(self.data, self.num_classes, self.classes)
+            self.class_names = list(found.names) if found else []
+        if self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        if self.mode == "binary" and self.class_names:
+            raise ValueError(
+                f"mode binary takes 0/255 masks, but the data has {len(self.class_names)} "
+                "classes: use mode multiclass (or auto)"
+            )
+        if self.mode == "multiclass" and not self.class_names:
+            raise ValueError(
+                "mode multiclass needs label maps: give num_classes, classes or a classes.json"
             )
         self.preprocessing()  # channels, size and normalisation, checked where they are defined
         if self.limit is not None and self.limit < 1:

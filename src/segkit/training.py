@@ -184,6 +184,8 @@ def _build(config: TrainConfig) -> keras.Model:
     # Crops train the same fully convolutional network; it must then accept any size.
     height, width = (None, None) if config.crop else config.image_size
     model_config = {"input_shape": (height, width, config.channels), **config.model_config}
+    if config.class_names:  # one softmax channel per class
+        model_config.setdefault("num_classes", config.output_channels())
     # Layers take the global dtype policy when they are created; restore it afterwards so
     # that models built later in the same process are unaffected.
     previous = keras.config.dtype_policy()
@@ -197,6 +199,12 @@ def _build(config: TrainConfig) -> keras.Model:
 def _loss(config: TrainConfig, network: keras.Model) -> keras.losses.Loss:
     mode = "binary" if network.output_shape[-1] == 1 else "multiclass"
     return losses.get(config.loss, mode=mode, **config.loss_args)
+
+
+def _metrics(config: TrainConfig) -> list[keras.metrics.Metric]:
+    # A multi-class run is scored on its foreground classes: background covers most pixels.
+    background = not config.class_names
+    return [metrics.Dice(include_background=background), metrics.IoU(include_background=background)]
 
 
 def _load_initial_weights(network: keras.Model, source: str) -> None:
@@ -245,7 +253,7 @@ def _compile(network: keras.Model, config: TrainConfig, steps_per_epoch: int) ->
     network.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=_loss(config, network),
-        metrics=[metrics.Dice(), metrics.IoU()],
+        metrics=_metrics(config),
     )
 
 
