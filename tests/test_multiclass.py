@@ -8,9 +8,10 @@ import imageio.v3 as iio
 import pytest
 from click.testing import CliRunner
 
-from segkit import data, training
+from segkit import data, reports, training
 from segkit.cli import cli
 from segkit.demo import sample_dir
+from segkit.inference import predict
 
 pytestmark = pytest.mark.backend
 
@@ -26,6 +27,7 @@ TINY = {
 TUMOUR_TYPES = ["background", "meningioma", "glioma", "pituitary"]
 
 
+@pytest.mark.filterwarnings("ignore:.*look unlike the images")  # 4 slices give a narrow range
 def test_tumour_types_train_a_four_class_model(tmp_path):
     model = training.train(
         "unet",
@@ -41,6 +43,14 @@ def test_tumour_types_train_a_four_class_model(tmp_path):
     assert config["class_names"] == TUMOUR_TYPES
     log = (tmp_path / "run" / "log.csv").read_text()
     assert "val_dice" in log
+
+    # Predict writes label maps 0..3 at each image's size; evaluate scores them per class.
+    written = predict(tmp_path / "run", [sample_dir() / "images"], tmp_path / "pred")
+    for path in written:
+        assert iio.imread(path).max() <= 3
+    report = reports.evaluate(tmp_path / "run", sample_dir())
+    assert list(report["classes"]) == TUMOUR_TYPES[1:]
+    assert len(report["images"][0]["classes"]) == 3
 
 
 def test_cli_trains_label_maps_named_by_classes_json(tmp_path):

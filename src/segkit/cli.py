@@ -296,6 +296,22 @@ def _parse_value(text: str):
         return text
 
 
+def _class_options(function):
+    """--num-classes and --classes: read masks as label maps."""
+    function = click.option(
+        "--classes",
+        default=None,
+        metavar="tumour-type",
+        help="tumour-type: each mask's foreground takes its sample's label (labels.csv, .mat).",
+    )(function)
+    return click.option(
+        "--num-classes",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Read masks as label maps of this many classes (a classes.json does so too).",
+    )(function)
+
+
 @cli.command()
 @click.option("--model", "model", default=None, help="Run folder, .keras, .onnx or registry name.")
 @click.option("--weights", default=None, help="Shipped weights tag when --model is a name.")
@@ -317,6 +333,7 @@ def _parse_value(text: str):
 )
 @_random_weights_option
 @_precision_option
+@_class_options
 @click.option("--quiet", is_flag=True, help="No progress output.")
 def evaluate(model, weights, predictions, data_dir, out, quiet, **options):
     """Score a model, or predicted masks, against true masks; print a table."""
@@ -455,17 +472,7 @@ def data():
 @data.command()
 @click.argument("root", type=click.Path())
 @click.option("--layout", default="auto", show_default=True, help="folders, figshare-mat or lgg.")
-@click.option(
-    "--num-classes",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Read masks as label maps of this many classes (a classes.json does so too).",
-)
-@click.option(
-    "--classes",
-    default=None,
-    help="tumour-type: each mask's foreground takes its sample's label (labels.csv, .mat).",
-)
+@_class_options
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report.")
 def inspect(root, layout, num_classes, classes, as_json):
     """Count pairs and patients, sizes and coverage per class; list every problem (exit 2 if

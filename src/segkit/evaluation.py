@@ -29,6 +29,16 @@ images out of means and medians and counts them under ``"nan"``. MONAI itself re
 both-empty and ``inf`` for one-empty distances; NaN is used here so one missed lesion cannot make
 a mean infinite while the count of NaNs still shows it. ``specificity`` is NaN only when the
 true mask covers the whole image and nothing is predicted outside it.
+
+Label maps (several classes) are scored class by class with `score_classes`: each class is
+the binary mask ``labels == k``, and for one image and one class
+
+* absent from both truth and prediction: every score is NaN, so the class's means leave the
+  image out (``n_images`` counts the images that hold the class in either);
+* present in only one of them: Dice and IoU 0, distances NaN;
+
+and background (class 0) is left out unless ``include_background=True``, as MONAI's
+``DiceMetric(include_background=False)``: it covers most pixels and would lift any mean.
 """
 
 from __future__ import annotations
@@ -40,7 +50,17 @@ from scipy import ndimage
 
 from segkit.masks import as_binary
 
-__all__ = ["surface", "surface_distances", "hd95", "assd", "score", "summarize", "METRICS"]
+__all__ = [
+    "surface",
+    "surface_distances",
+    "hd95",
+    "assd",
+    "score",
+    "summarize",
+    "score_classes",
+    "summarize_classes",
+    "METRICS",
+]
 
 #: The per-image scores `summarize` describes, in report order.
 METRICS = ("dice", "iou", "precision", "recall", "specificity", "hd95", "assd")
@@ -249,3 +269,63 @@ def summarize(scores: Iterable[Mapping[str, float]]) -> dict:
             "nan": int(values.size - present.size),
         }
     return summary
+
+
+def score_classes(
+    pred, true, names: Sequence[str], spacing=(1.0, 1.0), include_background: bool = False
+) -> dict[str, dict[str, float]]:
+    """`score` of each class of a predicted label map against the true one.
+
+    Args:
+        pred: integer label map, 2-D or 3-D, values ``0..len(names)-1``.
+        true: integer label map of the same shape.
+        names: the class names, index = value; ``names[0]`` is background.
+        spacing: pixel size along each axis, or one number for all.
+        include_background: score class 0 too.
+
+    Returns:
+        ``{name: scores}`` per class, as `score` with ``empty="skip"`` (see the module doc).
+
+    Raises:
+        ValueError: label maps of different shapes or holding a value of ``len(names)`` or more.
+    """
+    pred, true = np.asarray(pred), np.asarray(true)
+    if pred.shape != true.shape:
+        raise ValueError(f"pred shape {pred.shape} differs from true shape {true.shape}")
+    for name, labels in (("pred", pred), ("true", true)):
+        if labels.size and (labels.min() < 0 or labels.max() >= len(names)):
+            raise ValueError(
+                f"{name} holds the value {labels.max()}; classes are 0..{len(names) - 1}"
+            )
+    first = 0 if include_background else 1
+    return {
+        names[k]: score(pred == k, true == k, spacing, empty="skip")
+        for k in range(first, len(names))
+    }
+
+
+def summarize_classes(per_image: Iterable[Mapping[str, Mapping[str, float]]]) -> dict:
+    """Describe each class over a data set from a list of `score_classes` results.
+
+    Returns:
+        ``{name: {"dice_mean", "dice_pooled", "iou_mean", "hd95_mean", "assd_mean",
+        "hd95_nan", "n_images"}}``: NaN-ignoring means over the images that hold the class
+        (in truth or prediction; ``n_images`` of them), Dice of the class's pooled pixel
+        counts, and the number of those images without an HD95 (the class in only one mask).
+    """
+    per_image = list(per_image)
+    names = list(per_image[0]) if per_image else []
+    result = {}
+    for name in names:
+        summary = summarize(image[name] for image in per_image)
+        held = summary["images"] - summary["dice"]["nan"]
+        result[name] = {
+            "dice_mean": summary["dice"]["mean"],
+            "dice_pooled": summary["dice_pooled"] if held else float("nan"),
+            "iou_mean": summary["iou"]["mean"],
+            "hd95_mean": summary["hd95"]["mean"],
+            "assd_mean": summary["assd"]["mean"],
+            "hd95_nan": summary["hd95"]["nan"] - summary["dice"]["nan"],
+            "n_images": held,
+        }
+    return result

@@ -70,6 +70,8 @@ class Segmenter:
             bfloat16, outputs float32) or ``"int8"`` (an ONNX file quantized by `segkit.export`).
         intensity: the intensity range of the training images, where the model records one
             (run folders and shipped weights), to notice inputs unlike them.
+        class_names: the classes of a multi-class model, index = output channel, where the
+            model records them (run folders); None otherwise.
     """
 
     run: object
@@ -79,6 +81,7 @@ class Segmenter:
     threshold: float = 0.5
     precision: str = "float32"
     intensity: IntensityRange | None = None
+    class_names: tuple[str, ...] | None = None
 
     def unusual(self, image: np.ndarray) -> str | None:
         """How a ``uint8`` image lies outside the training images' intensities, or None."""
@@ -147,6 +150,7 @@ def load_model(
             run.load_best(), run.preprocessing(), str(path), precision=precision
         )
         segmenter.intensity = run.intensity()
+        segmenter.class_names = tuple(run.config().class_names) or None
         return segmenter
     if path.suffix == ".keras":
         network = load_keras(path)

@@ -19,6 +19,16 @@ The report (a dict, written as JSON) has these keys:
                    ``hd95``, ``assd``, ``precision``, ``recall``
 ``model``          what produced the masks; ``data``: the data folder; ``threshold``
 =================  ===========================================================================
+
+A multi-class report (label maps: a multi-class model, ``num_classes``, ``classes`` or a
+``classes.json``) keeps these keys and adds ``"classes": {name: {"dice_mean", "dice_pooled",
+"iou_mean", "hd95_mean", "assd_mean", "hd95_nan", "n_images"}}`` for the foreground classes
+(see `segkit.evaluation.summarize_classes`: an image without the class in truth or prediction
+is left out of that class's means) and ``"classes": {name: {"dice", "iou", "hd95"}}`` in each
+entry of ``"images"``. Then ``dice_mean``, ``dice_pooled``, ``iou_mean``, ``iou_pooled`` and
+``hd95_mean`` are means over the foreground classes of theirs; the other summary keys and each
+image's flat scores describe the mean over the classes the image holds.
+``include_background`` is ``false``: background is not scored.
 """
 
 from __future__ import annotations
@@ -27,13 +37,15 @@ import math
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+
 from segkit import data, evaluation
 from segkit._io import write_json
 from segkit.data.samples import find_image_file
 from segkit.inference import Segmenter, load_model, warn_unusual
 from segkit.masks import to_mask
 from segkit.progress import Progress
-from segkit.resize import resize_mask, resize_nearest, resize_probabilities
+from segkit.resize import resize_labels, resize_mask, resize_nearest, resize_probabilities
 
 PER_IMAGE = ("dice", "iou", "hd95", "assd", "precision", "recall")
 
@@ -55,6 +67,8 @@ def evaluate(
     random_weights: bool = False,
     progress: bool = False,
     precision: str = "float32",
+    num_classes: int | None = None,
+    classes: str | list[str] | None = None,
 ) -> dict:
     """Score a model (or a folder of predicted masks) on a data folder.
 
@@ -79,6 +93,9 @@ def evaluate(
         random_weights: allow a bare registry name, which means untrained weights.
         progress: show the count, rate and time left on standard error.
         precision: ``"bfloat16"`` runs a Keras model in bfloat16 (see `segkit.load_model`).
+        num_classes: score label maps of this many classes (a multi-class model, or a
+            ``classes.json`` beside the data, says so without it).
+        classes: ``"tumour-type"`` or the class names (see `segkit.data.resolve_classes`).
 
     Returns:
         The report; see the module docstring for its keys.
@@ -91,18 +108,24 @@ def evaluate(
     samples = _select(samples, manifest, subset)
     flagged: list[tuple[str, str]] = []  # inputs unlike the model's training images
     if predictions is not None:
-        pairs = _prediction_pairs(samples, Path(predictions))
+        found = data.resolve_classes(data_dir, num_classes, classes)
+        pairs = _prediction_pairs(samples, Path(predictions), found)
         source = str(predictions)
     else:
         if not isinstance(model, Segmenter):
             model = load_model(model, weights, random_weights=random_weights, precision=precision)
         threshold = model.threshold if threshold is None else threshold
-        pairs = _model_pairs(model, samples, threshold, at_model_size, batch_size, flagged)
+        found = _model_classes(model, data_dir, num_classes, classes)
+        pairs = _model_pairs(model, samples, threshold, at_model_size, batch_size, flagged, found)
         source = model.name
     shown = Progress(len(samples), "images", "evaluate", enabled=progress)
-    scored = []
+    scored, by_class = [], []
     for sample, predicted, true in pairs:
-        scored.append((sample, evaluation.score(predicted, true)))
+        if found is None:
+            scored.append((sample, evaluation.score(predicted, true)))
+        else:
+            by_class.append(evaluation.score_classes(predicted, true, found.names))
+            scored.append((sample, _mean_over_classes(by_class[-1])))
         shown.update()
     if predictions is None:
         warn_unusual(model, flagged, len(samples))
@@ -113,6 +136,8 @@ def evaluate(
         "threshold": threshold,
         **_summary([scores for _, scores in scored]),
     }
+    if found is not None:
+        report.update(_class_summary(by_class))
     labels = sorted({s.label_name for s, _ in scored if s.label_name is not None})
     if labels:
         report["by_label"] = {
@@ -128,6 +153,11 @@ def evaluate(
         }
         for s, scores in scored
     ]
+    for entry, classes_scores in zip(report["images"], by_class):
+        entry["classes"] = {
+            name: {k: _clean(v[k]) for k in ("dice", "iou", "hd95")}
+            for name, v in classes_scores.items()
+        }
     if out is not None:
         write_json(out, report)
     return report
@@ -149,7 +179,32 @@ def _select(samples, manifest, subset):
     return chosen
 
 
-def _prediction_pairs(samples, folder: Path) -> Iterator:
+def _model_classes(segmenter: Segmenter, data_dir, num_classes, classes) -> data.Classes | None:
+    """The classes a model's label maps are scored by: the model's own, else the data's."""
+    found = data.resolve_classes(data_dir, num_classes, classes)
+    channels = segmenter.prep.num_classes
+    if channels is None:
+        if found is not None:
+            raise ValueError(
+                f"{segmenter.name} is a binary model; it cannot be scored on "
+                f"{found.num_classes} classes"
+            )
+        return None
+    names = segmenter.class_names or (
+        found.names if found else data.classes.default_names(channels)
+    )
+    if len(names) != channels:
+        raise ValueError(f"{segmenter.name} predicts {channels} classes but {len(names)} are named")
+    return data.Classes(tuple(names), segmenter.prep.class_source)
+
+
+def _read_truth(sample, classes: data.Classes | None):
+    if classes is None:
+        return data.read_mask(sample)
+    return data.read_mask(sample, num_classes=classes.num_classes, class_source=classes.source)
+
+
+def _prediction_pairs(samples, folder: Path, classes: data.Classes | None = None) -> Iterator:
     if not folder.is_dir():
         raise FileNotFoundError(f"predictions folder {folder} does not exist")
     missing = []
@@ -165,24 +220,34 @@ def _prediction_pairs(samples, folder: Path) -> Iterator:
         )
         raise FileNotFoundError(f"predictions folder {folder} lacks {shown}")
     for sample, path in found:
-        true = data.read_mask(sample)
-        predicted = data.read_mask_file(path)
+        true = _read_truth(sample, classes)
+        predicted = data.read_mask_file(path, classes and classes.num_classes)
         yield sample, resize_nearest(predicted, true.shape), true
 
 
 def _model_pairs(
-    segmenter: Segmenter, samples, threshold, at_model_size, batch_size, flagged: list
+    segmenter: Segmenter,
+    samples,
+    threshold,
+    at_model_size,
+    batch_size,
+    flagged: list,
+    classes: data.Classes | None = None,
 ) -> Iterator:
+    values = {}
+    if classes is not None:
+        values = {"num_classes": classes.num_classes, "class_source": classes.source}
     for start in range(0, len(samples), batch_size):
         chunk = samples[start : start + batch_size]
-        pairs = [data.read_pair(s, segmenter.prep.channels) for s in chunk]
+        pairs = [data.read_pair(s, segmenter.prep.channels, **values) for s in chunk]
         probabilities = segmenter.predict([image for image, _ in pairs])
         for sample, (image, true), probs in zip(chunk, pairs, probabilities):
             if why := segmenter.unusual(image):
                 flagged.append((sample.image.name, why))
             # The same masks `segkit.predict` writes: probabilities resized, then thresholded.
             if at_model_size:
-                true = resize_mask(true, segmenter.prep.size)
+                resize = resize_mask if classes is None else resize_labels
+                true = resize(true, segmenter.prep.size)
             else:
                 probs = resize_probabilities(probs, true.shape)
             yield sample, to_mask(probs, threshold), true
@@ -212,9 +277,52 @@ def _summary(scores: list[dict]) -> dict:
     }
 
 
+def _mean_over_classes(class_scores: dict[str, dict]) -> dict[str, float]:
+    """One image's flat scores from its per-class ones: each metric's mean over the classes
+    the image holds (NaN when it holds none), pixel counts summed."""
+    flat = {}
+    for metric in evaluation.METRICS:
+        values = np.array([s[metric] for s in class_scores.values()], dtype=float)
+        present = values[~np.isnan(values)]
+        flat[metric] = float(present.mean()) if present.size else float("nan")
+    for count in ("tp", "fp", "fn", "tn"):
+        flat[count] = float(sum(s[count] for s in class_scores.values()))
+    return flat
+
+
+def _class_summary(by_class: list[dict]) -> dict:
+    """The per-class summary, and the top-level means over the foreground classes."""
+    classes = evaluation.summarize_classes(by_class)
+    means = {}
+    for key, over in (
+        ("dice_mean", "dice_mean"),
+        ("dice_pooled", "dice_pooled"),
+        ("iou_mean", "iou_mean"),
+        ("hd95_mean", "hd95_mean"),
+    ):
+        values = np.array([c[over] for c in classes.values()], dtype=float)
+        present = values[~np.isnan(values)]
+        means[key] = _clean(float(present.mean())) if present.size else None
+    iou_pooled = [c["dice_pooled"] / (2 - c["dice_pooled"]) for c in classes.values()]
+    iou_pooled = [v for v in iou_pooled if not math.isnan(v)]
+    means["iou_pooled"] = float(np.mean(iou_pooled)) if iou_pooled else None
+    return {
+        **means,
+        "include_background": False,
+        "classes": {
+            name: {k: v if k in ("n_images", "hd95_nan") else _clean(v) for k, v in c.items()}
+            for name, c in classes.items()
+        },
+    }
+
+
 def format_table(report: dict) -> str:
-    """A short plain-text table of a report, overall and per label."""
-    rows = [("all", report)] + list(report.get("by_label", {}).items())
+    """A short plain-text table of a report: overall, per class (multi-class) and per label."""
+    rows = (
+        [("all", report)]
+        + list(report.get("classes", {}).items())
+        + list(report.get("by_label", {}).items())
+    )
 
     def cell(value, digits=3):
         return "-" if value is None else f"{value:.{digits}f}"
@@ -227,6 +335,11 @@ def format_table(report: dict) -> str:
             f"{name:<12} {s['n_images']:>6} {cell(s['dice_mean']):>6} "
             f"{cell(s['dice_pooled']):>6} {cell(s['iou_mean']):>6} {cell(s['hd95_mean'], 2):>7} "
             f"{s['hd95_nan']:>4}"
+        )
+    if "classes" in report:
+        lines.append(
+            "(classes: images = images holding the class in truth or prediction, the others "
+            "left out of its means; background not scored; all = mean over the classes)"
         )
     lines.append(
         f"(scored at {report['resolution']} resolution; dice = per-image mean; n/a = images "
