@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import imageio.v3 as iio
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from segkit import data, reports, training
 from segkit.cli import cli
 from segkit.demo import sample_dir
-from segkit.inference import predict
+from segkit.exporting import export
+from segkit.inference import load_model, predict
 
 pytestmark = pytest.mark.backend
 
@@ -27,30 +32,73 @@ TINY = {
 TUMOUR_TYPES = ["background", "meningioma", "glioma", "pituitary"]
 
 
-@pytest.mark.filterwarnings("ignore:.*look unlike the images")  # 4 slices give a narrow range
-def test_tumour_types_train_a_four_class_model(tmp_path):
-    model = training.train(
+@pytest.fixture(scope="module")
+def four_class_run(tmp_path_factory):
+    """A tiny model trained for one epoch on the bundled slices as background + tumour type."""
+    folder = tmp_path_factory.mktemp("multiclass")
+    training.train(
         "unet",
         sample_dir(),
-        tmp_path / "run",
+        folder / "run",
         quiet=True,
         classes="tumour-type",
-        cache=str(tmp_path / "cache"),
+        cache=str(folder / "cache"),
         **TINY,
     )
-    assert model.output_shape == (None, 32, 32, 4)
-    config = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
-    assert config["class_names"] == TUMOUR_TYPES
-    log = (tmp_path / "run" / "log.csv").read_text()
-    assert "val_dice" in log
+    return folder / "run"
 
-    # Predict writes label maps 0..3 at each image's size; evaluate scores them per class.
-    written = predict(tmp_path / "run", [sample_dir() / "images"], tmp_path / "pred")
+
+def test_tumour_types_train_a_four_class_model(four_class_run):
+    config = json.loads((four_class_run / "config.json").read_text())["config"]
+    assert config["class_names"] == TUMOUR_TYPES
+    assert load_model(four_class_run).network.output_shape == (None, 32, 32, 4)
+    assert "val_dice" in (four_class_run / "log.csv").read_text()
+
+
+@pytest.mark.filterwarnings("ignore:.*look unlike the images")  # 4 slices give a narrow range
+def test_predict_writes_label_maps_class_probabilities_and_overlays(four_class_run, tmp_path):
+    out = tmp_path / "pred"
+    written = predict(
+        four_class_run,
+        [sample_dir() / "images"],
+        out,
+        probabilities=True,
+        overlays=True,
+        true_masks=sample_dir() / "masks",
+    )
     for path in written:
-        assert iio.imread(path).max() <= 3
-    report = reports.evaluate(tmp_path / "run", sample_dir())
+        label_map = iio.imread(path)
+        image = iio.imread(sample_dir() / "images" / path.name.replace("_mask", ""))
+        assert label_map.dtype == np.uint8 and label_map.max() <= 3
+        assert label_map.shape == image.shape[:2]
+    stem = written[0].stem[: -len("_mask")]
+    for name in TUMOUR_TYPES[1:]:
+        assert (out / f"{stem}_prob_{name}.png").is_file()
+    assert iio.imread(out / f"{stem}_overlay.png").shape[-1] == 3
+
+
+@pytest.mark.filterwarnings("ignore:.*look unlike the images")
+def test_evaluate_scores_the_run_per_class(four_class_run):
+    report = reports.evaluate(four_class_run, sample_dir())
     assert list(report["classes"]) == TUMOUR_TYPES[1:]
     assert len(report["images"][0]["classes"]) == 3
+
+
+@pytest.mark.filterwarnings("ignore:.*look unlike the images")
+def test_onnx_export_predicts_the_same_label_maps(four_class_run, tmp_path, backend):
+    onnx_path = tmp_path / "model.onnx"
+    if backend == "jax":  # JAX cannot export: a TensorFlow process does, as a user would
+        env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
+        command = ["export", "--model", str(four_class_run), "--out", str(onnx_path)]
+        subprocess.run([sys.executable, "-m", "segkit.cli", *command], check=True, env=env)
+    else:
+        export(four_class_run, onnx_path)
+    keras_out, onnx_out = tmp_path / "keras", tmp_path / "onnx"
+    predict(four_class_run, [sample_dir() / "images"], keras_out)
+    predict(onnx_path, [sample_dir() / "images"], onnx_out)
+    for path in sorted(keras_out.glob("*_mask.png")):
+        a, b = iio.imread(path), iio.imread(onnx_out / path.name)
+        assert a.max() <= 3 and np.mean(a != b) < 1e-3, path.name  # ties may differ
 
 
 def test_cli_trains_label_maps_named_by_classes_json(tmp_path):

@@ -27,13 +27,14 @@ import numpy as np
 
 from segkit import data
 from segkit._io import check_writable
+from segkit.data.classes import default_names
 from segkit.data.intensity import IntensityRange
 from segkit.data.samples import find_image_file, image_files
 from segkit.masks import to_mask
 from segkit.progress import Progress
 from segkit.resize import resize_image, resize_nearest, resize_probabilities
 from segkit.runs import RunFolder, load_keras
-from segkit.visualize import overlay, write_png
+from segkit.visualize import label_overlay, overlay, write_png
 
 ONNX_METADATA_KEY = "segkit.preprocessing"
 #: ONNX metadata of an int8 file: how `segkit.export` quantized it and the Dice it measured.
@@ -106,6 +107,15 @@ class Segmenter:
             images = [data.read_image(p, self.prep.channels) for p in chunk]
             for path, image, probs in zip(chunk, images, self.predict(images)):
                 yield Path(path), image, resize_probabilities(probs, image.shape[:2])
+
+
+def _class_names(segmenter: Segmenter, channels: int) -> tuple[str, ...] | None:
+    """A multi-class model's class names (its own, else ``background, class_1, ...``)."""
+    if channels == 1:
+        return None
+    if segmenter.class_names and len(segmenter.class_names) == channels:
+        return tuple(segmenter.class_names)
+    return default_names(channels)
 
 
 def load_model(
@@ -324,14 +334,18 @@ def predict(
     Args:
         model: a model spec (see the module docstring) or a loaded `Segmenter`.
         inputs: image files and folders of images.
-        out: output folder; gets ``<name>_mask.png`` (0/255) per input image.
+        out: output folder; gets ``<name>_mask.png`` per input image: 0/255 from a binary
+            model, the class index ``0..K-1`` (a label map) from a multi-class one.
         weights: weights tag when ``model`` is a registry name.
         threshold: probability above which a pixel is foreground; None takes the model's own
             (shipped weights carry one; 0.5 elsewhere).
         batch_size: images per forward pass.
-        probabilities: also write ``<name>_prob.png``, the probability scaled to 0-255.
+        probabilities: also write ``<name>_prob.png``, the probability scaled to 0-255
+            (multi-class: ``<name>_prob_<class>.png`` per foreground class).
         overlays: also write ``<name>_overlay.png``: the image with the predicted outline in
-            red (and the true one in green when ``true_masks`` is given), with a legend.
+            red (and the true one in green when ``true_masks`` is given), with a legend;
+            multi-class: each class filled in its colour, true classes outlined in white, and
+            a legend naming the classes.
         true_masks: folder of true masks named ``<name>_mask.png`` (or another image suffix),
             for the overlays; images without one get only the predicted outline.
         random_weights: allow a bare registry name, which means untrained weights (for
@@ -364,14 +378,27 @@ def predict(
         mask_path = out / f"{path.stem}_mask.png"
         write_png(mask_path, (mask * scale).astype(np.uint8))
         written.append(mask_path)
-        if probabilities and probs.shape[-1] == 1:
+        names = _class_names(segmenter, probs.shape[-1])
+        if probabilities and names is None:
             write_png(out / f"{path.stem}_prob.png", np.rint(probs[..., 0] * 255).astype(np.uint8))
+        elif probabilities:
+            for k, name in enumerate(names[1:], start=1):
+                scaled = np.rint(probs[..., k] * 255).astype(np.uint8)
+                write_png(out / f"{path.stem}_prob_{name}.png", scaled)
         if overlays:
             true = None
-            if true_masks is not None:
-                found = find_image_file(Path(true_masks), [f"{path.stem}_mask"])
-                true = data.read_mask_file(found) if found else None
-            picture = overlay(image, mask, true, legend=True)
+            found = true_masks and find_image_file(Path(true_masks), [f"{path.stem}_mask"])
+            if found:
+                # Label maps are read as such; binary masks (also those a tumour-type model
+                # learnt from, whose class comes from a label file) as binary.
+                label_maps = names is not None and segmenter.prep.class_source == "mask"
+                true = data.read_mask_file(found, len(names) if label_maps else None)
+                if names is not None and not label_maps:
+                    true = true.astype(bool)
+            if names is None:
+                picture = overlay(image, mask, true, legend=True)
+            else:
+                picture = label_overlay(image, mask, names, true)
             write_png(out / f"{path.stem}_overlay.png", picture)
     warn_unusual(segmenter, flagged, len(files))
     return written
