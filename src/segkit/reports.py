@@ -318,21 +318,21 @@ def _class_summary(by_class: list[dict]) -> dict:
 
 def format_table(report: dict) -> str:
     """A short plain-text table of a report: overall, per class (multi-class) and per label."""
-    rows = (
-        [("all", report)]
-        + list(report.get("classes", {}).items())
-        + list(report.get("by_label", {}).items())
-    )
+    by_label = list(report.get("by_label", {}).items())
+    if "classes" in report:  # tumour types can be both classes and labels: say which row is which
+        by_label = [(f"{name} slices", summary) for name, summary in by_label]
+    rows = [("all", report)] + list(report.get("classes", {}).items()) + by_label
+    width = max(12, *(len(name) for name, _ in rows))
 
     def cell(value, digits=3):
         return "-" if value is None else f"{value:.{digits}f}"
 
     lines = [
-        f"{'':<12} {'images':>6} {'dice':>6} {'pooled':>6} {'iou':>6} {'hd95':>7} {'n/a':>4}",
+        f"{'':<{width}} {'images':>6} {'dice':>6} {'pooled':>6} {'iou':>6} {'hd95':>7} {'n/a':>4}",
     ]
     for name, s in rows:
         lines.append(
-            f"{name:<12} {s['n_images']:>6} {cell(s['dice_mean']):>6} "
+            f"{name:<{width}} {s['n_images']:>6} {cell(s['dice_mean']):>6} "
             f"{cell(s['dice_pooled']):>6} {cell(s['iou_mean']):>6} {cell(s['hd95_mean'], 2):>7} "
             f"{s['hd95_nan']:>4}"
         )
