@@ -311,3 +311,27 @@ def test_a_run_records_the_intensity_of_its_training_images(tmp_path, manifest):
     assert result.exit_code == 0, result.output
     recorded = RunFolder(tmp_path / "run").intensity()
     assert recorded.images == 4 and recorded.low[0] < recorded.high[0]
+
+
+def test_export_shows_no_stray_numpy_warning(tmp_path):
+    import keras
+
+    import segkit
+
+    if keras.backend.backend() == "jax":
+        pytest.skip("ONNX export runs on tensorflow and torch")
+    tiny = segkit.models.get("unet", input_shape=(32, 32, 1), base_filters=4, depth=2)
+    tiny.save(tmp_path / "tiny.keras")
+    # The warning comes from importing the exporter, once per process: a fresh one shows it.
+    command = [
+        sys.executable,
+        "-m",
+        "segkit.cli",
+        "export",
+        "--model",
+        str(tmp_path / "tiny.keras"),
+    ]
+    command += ["--out", str(tmp_path / "tiny.onnx")]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "np.object" not in result.stderr
