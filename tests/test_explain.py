@@ -75,21 +75,27 @@ def test_every_method_gives_a_map_at_the_images_size(tiny_model, image, method):
     assert np.isfinite(found).all() and found.any()
 
 
-def test_the_gradient_is_the_scores_rate_of_change(tiny_model, image):
-    """Against a finite difference of the explained score at the pixel that matters most."""
-    explainer = _Explainer(tiny_model, "gradient", None, 8, 0, 1, 0.0, None, None)
-    x = data.normalize(
-        np.asarray(Image.fromarray(image[..., 0]).resize((32, 32)))[..., None], tiny_model.prep
-    )
-    weights = np.ones((32, 32, 1), np.float32)
-    found = explainer._gradient(x, weights)
-    row, col = np.unravel_index(np.argmax(found), found.shape)
-    step = 1e-3  # small enough that no ReLU changes side, large enough for float32
-    higher, lower = x.copy(), x.copy()
-    higher[row, col] += step
-    lower[row, col] -= step
-    scores = tiny_model.run(np.stack([higher, lower])).astype(np.float64).sum(axis=(1, 2, 3))
-    assert abs(scores[0] - scores[1]) / (2 * step) == pytest.approx(found[row, col], rel=0.03)
+def test_the_gradient_is_the_scores_rate_of_change():
+    """Against central differences of the explained score, on a smooth network (no ReLU kinks
+    for a finite step to cross)."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1))
+    features = keras.layers.Conv2D(4, 3, padding="same", activation="tanh")(inputs)
+    scores = keras.layers.Conv2D(1, 3, padding="same", name="head")(features)
+    network = keras.Model(inputs, keras.layers.Activation("sigmoid")(scores))
+    model = Segmenter(network.predict_on_batch, data.Preprocessing(size=(8, 8)), "smooth", network)
+    x = np.random.default_rng(0).random((8, 8, 1)).astype(np.float32)
+    weights = np.ones((8, 8, 1), np.float32)
+    found = _Explainer(model, "gradient", None, 8, 0, 1, 0.0, None, None)._gradient(x, weights)
+    step = 1e-2
+    nudged = np.repeat(x[None], 2 * 64, axis=0)
+    for pixel in range(64):
+        row, col = divmod(pixel, 8)
+        nudged[2 * pixel, row, col] += step
+        nudged[2 * pixel + 1, row, col] -= step
+    totals = network.predict_on_batch(nudged).astype(np.float64).sum(axis=(1, 2, 3))
+    differences = np.abs(totals[0::2] - totals[1::2]).reshape(8, 8) / (2 * step)
+    np.testing.assert_allclose(found, differences, rtol=1e-2, atol=1e-3 * differences.max())
 
 
 def test_smoothgrad_is_repeatable_by_seed(tiny_model, image):
@@ -224,7 +230,9 @@ def test_an_unknown_method_is_named(tiny_model, image):
 
 
 def test_a_missing_layer_lists_layers_near_the_output(tiny_model, image):
-    with pytest.raises(ValueError, match=r"no layer 'decoder' in .*up1_relu2, head, probabilities"):
+    with pytest.raises(
+        ValueError, match=r"no layer 'decoder' in .*near the output: .*up1_relu2, head"
+    ):
         saliency(tiny_model, image, method="gradcam", layer="decoder")
 
 
@@ -293,21 +301,40 @@ def test_maps_agree_with_the_tensorflow_reference():
         np.testing.assert_allclose(found, expected, rtol=0, atol=1e-3 * scale, err_msg=method)
 
 
+def _random_network():
+    """The shipped architecture with fresh weights drawn by numpy, so the same on every backend:
+    Glorot-uniform kernels (Keras' default), the builder's own biases and batch-norm values."""
+    rng = np.random.default_rng(0)
+    network = segkit.models.get("resunet")
+    drawn = []
+    for weight in network.get_weights():
+        if weight.ndim == 4:  # (kernel height, kernel width, in, out)
+            receptive = weight.shape[0] * weight.shape[1]
+            limit = np.sqrt(6 / (receptive * (weight.shape[2] + weight.shape[3])))
+            weight = rng.uniform(-limit, limit, weight.shape).astype(np.float32)
+        drawn.append(weight)
+    network.set_weights(drawn)
+    return network
+
+
 @pytest.mark.slow
 def test_maps_of_trained_and_random_weights_differ(shipped):
     """Adebayo et al.'s model randomisation test: a map that barely changes when the weights are
     random does not explain what the model learnt. Both models explain the same region, the
-    true tumour. Measured on slice 294 (TensorFlow): Spearman rho -0.08 for Grad-CAM, -0.31 for
-    occlusion (the plain gradient fails this test: 0.97; see the tutorial)."""
-    keras.utils.set_random_seed(0)
-    network = segkit.models.get("resunet")
+    true tumour. Spearman rho measured (the same on every backend): Grad-CAM -0.09 (slice 294)
+    and -0.19 (172), occlusion -0.40 (172). The plain gradient and SmoothGrad fail this test
+    (0.95 to 0.98): they mostly trace the region through the receptive field; see the
+    tutorial."""
+    network = _random_network()
     random = Segmenter(network.predict_on_batch, shipped.prep, "random resunet", network)
-    image, true = _slice("294")
-    for method, options in (("gradcam", {}), ("occlusion", {"patch": 32, "stride": 32})):
+    cases = [("294", "gradcam", {}), ("172", "gradcam", {})]
+    cases.append(("172", "occlusion", {"patch": 64, "stride": 64}))
+    for stem, method, options in cases:
+        image, true = _slice(stem)
         trained_map = saliency(shipped, image, method=method, target=true, **options)
         random_map = saliency(random, image, method=method, target=true, **options)
         rho = stats.spearmanr(trained_map.ravel(), random_map.ravel()).statistic
-        assert rho < 0.3, (method, rho)
+        assert rho < 0.3, (stem, method, rho)
 
 
 @pytest.mark.slow
