@@ -158,7 +158,7 @@ def train_options(function):
         elif spec.name == "channels":
             options.update(default=str(default), show_default=True)
         else:
-            value_type = {int | None: int, str | None: click.Path()}.get(kind, kind)
+            value_type = {int | None: int, str | None: click.Path(), int | str: str}.get(kind, kind)
             if "choices" in meta:
                 value_type = click.Choice(meta["choices"])
                 options.pop("metavar")
@@ -186,7 +186,12 @@ def train(ctx, resume_dir, out, quiet, **settings):
         if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
     ]
     if resume_dir:
-        refused = [_field_flag(name) for name in given if name != "epochs"]
+        from segkit.runs import PLACEMENT_FIELDS  # where to train may change on resume
+
+        placement = {name: settings[name] for name in given if name in PLACEMENT_FIELDS}
+        refused = [
+            _field_flag(name) for name in given if name != "epochs" and name not in placement
+        ]
         if out or refused:
             raise ValueError(
                 "--resume continues a run with the settings it was started with; it does not "
@@ -209,7 +214,7 @@ def train(ctx, resume_dir, out, quiet, **settings):
 
     try:
         if resume_dir:
-            training.resume(run_dir, epochs=epochs, quiet=quiet)
+            training.resume(run_dir, epochs=epochs, quiet=quiet, **placement)
         else:
             training.train(
                 settings.pop("model"), settings.pop("data"), run_dir, quiet=quiet, **settings

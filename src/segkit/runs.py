@@ -48,6 +48,9 @@ SPLITS = ("auto", "blocks", "group", "random")
 #: How a model's output channels are read (as segmentation_models_pytorch names them).
 MODES = ("auto", "binary", "multiclass")
 
+#: Settings that say where a run trains, not what it learns: a resumed run may change them.
+PLACEMENT_FIELDS = ("devices", "coordinator", "num_processes", "process_id")
+
 STATE_ENTRY = "segkit_state.json"  # extra member of last.keras holding the run state
 
 
@@ -152,6 +155,17 @@ class TrainConfig:
         metavar="DIR",
     )
     workers: int = _option(2, "Threads that decode training images.")
+    devices: int | str = _option(
+        1,
+        "Local devices to train on in parallel: a count, or all (jax, tensorflow); "
+        "--batch-size is then the global batch.",
+        metavar="all|N",
+    )
+    coordinator: str | None = _option(
+        None, "HOST:PORT of process 0 when several hosts train together (jax).", metavar="ADDR"
+    )
+    num_processes: int | None = _option(None, "Processes (one per host) training together.")
+    process_id: int | None = _option(None, "This process's number; 0 writes the run folder.")
 
     def preprocessing(self) -> Preprocessing:
         return Preprocessing.for_classes(
@@ -212,6 +226,9 @@ class TrainConfig:
                 raise ValueError(
                     f"unknown {name} {getattr(self, name)!r}; choose one of {', '.join(choices)}"
                 )
+        if self.devices != "all" and not (str(self.devices).isdigit() and int(self.devices)):
+            raise ValueError(f"devices must be all or a count, got {self.devices!r}")
+        self.devices = self.devices if self.devices == "all" else int(self.devices)
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
         if self.crop is not None and not 0 < self.crop <= min(self.image_size):
@@ -288,30 +305,44 @@ class RunFolder:
         return self.last_checkpoint.exists()
 
     def create(
-        self, config: TrainConfig, split: Split, intensity: IntensityRange | None = None
+        self,
+        config: TrainConfig,
+        split: Split,
+        intensity: IntensityRange | None = None,
+        trained_on: dict | None = None,
     ) -> None:
         """Write a new run's split and config, with the intensity range of its training
-        images (see `segkit.data.intensity`)."""
+        images (see `segkit.data.intensity`) and how many replicas and processes train it."""
         check_writable(self.path)
         split.save(self.split_file)
-        self.write_config(config, intensity)
+        self.write_config(config, intensity, trained_on)
 
-    def write_config(self, config: TrainConfig, intensity: IntensityRange | None = None) -> None:
+    def write_config(
+        self,
+        config: TrainConfig,
+        intensity: IntensityRange | None = None,
+        trained_on: dict | None = None,
+    ) -> None:
         """(Re)write ``config.json`` with the versions that run it now; an intensity range
-        already recorded is kept unless a new one is given."""
+        (and ``trained_on``) already recorded is kept unless a new one is given."""
         import keras
 
         import segkit
 
         intensity = intensity or self.intensity()
+        trained_on = trained_on or self._record().get("trained_on")
         record = {
             "config": asdict(config),
             "segkit": segkit.__version__,
             "keras": keras.__version__,
             "backend": keras.backend.backend(),
             **({"intensity": intensity.to_dict()} if intensity else {}),
+            **({"trained_on": trained_on} if trained_on else {}),
         }
         write_json(self.config_file, record)
+
+    def _record(self) -> dict:
+        return json.loads(self.config_file.read_text()) if self.config_file.exists() else {}
 
     def intensity(self) -> IntensityRange | None:
         """The intensity range of the run's training images, where it was recorded."""

@@ -6,17 +6,19 @@ settings (`TrainConfig`) and its state (`RunState`). This module fits the model.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from pathlib import Path
 
 import keras
 
 import segkit
-from segkit import data, losses, metrics
+from segkit import data, distribute, losses, metrics
 from segkit.backend import check_precision
 from segkit.data.intensity import IntensityRange
 from segkit.models import pretrained
 from segkit.runs import (
+    PLACEMENT_FIELDS,
     PRECISIONS,
     SCHEDULES,
     RunFolder,
@@ -84,6 +86,7 @@ def train(
     config = TrainConfig(model=model, data=str(data_dir), **settings)
     config.check()
     check_precision(config.precision)
+    placement = _place(config)
     run = RunFolder(out)
     # A folder whose run never finished an epoch holds nothing to resume: start it afresh, so
     # that a run stopped by bad data runs again once the data is fixed.
@@ -93,7 +96,8 @@ def train(
             "or choose another --out"
         )
     keras.utils.set_random_seed(config.seed)
-    network = _build(config)  # a config the builder rejects fails before anything is read
+    with placement.scope():  # variables are created where the replicas need them
+        network = _build(config)  # a config the builder rejects fails before anything is read
     _loss(config, network)  # and so do loss arguments the loss does not take
     if config.init_from:
         _load_initial_weights(network, config.init_from)
@@ -111,8 +115,9 @@ def train(
             f"validating on {len(val_samples)}, {len(split.test)} held out for testing",
             flush=True,
         )
-    run.create(config, split, _intensity_range(train_samples, config))
-    return _fit(network, config, run, samples, split, RunState(), quiet, callbacks)
+    if placement.is_chief:  # the only writer of the run folder
+        run.create(config, split, _intensity_range(train_samples, config), placement.describe())
+    return _fit(network, config, run, samples, split, RunState(), quiet, callbacks, placement)
 
 
 def resume(
@@ -121,6 +126,7 @@ def resume(
     epochs: int | None = None,
     quiet: bool = False,
     callbacks: list | None = None,
+    **placement_settings,
 ) -> keras.Model:
     """Continue an interrupted run from its latest finished epoch.
 
@@ -134,6 +140,9 @@ def resume(
             count). None keeps the run's own.
         quiet: no progress bars.
         callbacks: extra Keras callbacks.
+        **placement_settings: ``devices``, ``coordinator``, ``num_processes`` or
+            ``process_id`` (see `TrainConfig`) to resume on other devices or hosts than the
+            run's own.
 
     Raises:
         FileNotFoundError: ``run_dir`` has no run.
@@ -141,19 +150,37 @@ def resume(
     """
     run = RunFolder(run_dir)
     config = run.config()
-    run.remove_partial_files()
+    unknown = set(placement_settings) - set(PLACEMENT_FIELDS)
+    if unknown:
+        raise ValueError(f"resume takes {', '.join(PLACEMENT_FIELDS)}, not {', '.join(unknown)}")
+    for name, value in placement_settings.items():
+        setattr(config, name, value)
+    config.check()
+    placement = _place(config)
+    if placement.is_chief:
+        run.remove_partial_files()
     check_precision(config.precision)
     if epochs is not None and epochs != config.epochs:
-        _extend(run, config, epochs)
+        if placement.is_chief:
+            _extend(run, config, epochs)
+        else:
+            config.epochs = epochs
     samples = data.find_samples(config.data, layout=config.layout, on_problem=config.on_problem)
     split = run.split()
     state = run.state()
-    if state.epoch == 0:  # interrupted during the first epoch: start it again
-        keras.utils.set_random_seed(config.seed)
-        network = _build(config)
-    else:
-        network = run.load_last()
-    return _fit(network, config, run, samples, split, state, quiet, callbacks)
+    with placement.scope():
+        if state.epoch == 0:  # interrupted during the first epoch: start it again
+            keras.utils.set_random_seed(config.seed)
+            network = _build(config)
+        else:
+            network = run.load_last()
+    return _fit(network, config, run, samples, split, state, quiet, callbacks, placement)
+
+
+def _place(config: TrainConfig) -> distribute.Placement:
+    return distribute.place(
+        config.devices, config.coordinator, config.num_processes, config.process_id
+    )
 
 
 def _intensity_range(samples, config: TrainConfig) -> IntensityRange:
@@ -257,7 +284,23 @@ def _compile(network: keras.Model, config: TrainConfig, steps_per_epoch: int) ->
     )
 
 
-def _fit(network, config, run: RunFolder, samples, split, state: RunState, quiet, callbacks=None):
+def _fit(
+    network,
+    config,
+    run: RunFolder,
+    samples,
+    split,
+    state: RunState,
+    quiet,
+    callbacks=None,
+    placement: distribute.Placement | None = None,
+):
+    placement = placement or distribute.Placement(keras.backend.backend())
+    # batch_size is the global batch; each process reads only its share of it.
+    share = {
+        "replicas": placement.replicas,
+        "process": (placement.process_index, placement.process_count),
+    }
     if state.epoch >= config.epochs or state.epochs_without_improvement >= config.patience:
         return _restore_best(network, run)
     train_samples, val_samples = _check_split(config, samples, split)
@@ -272,21 +315,29 @@ def _fit(network, config, run: RunFolder, samples, split, state: RunState, quiet
         seed=config.seed,
         cache=cache,
         workers=config.workers,
+        **share,
     )
     train_batches.set_epoch(state.epoch)
     val_batches = data.SegmentationDataset(
-        val_samples, prep, batch_size=config.batch_size, shuffle=False, cache=cache
+        val_samples, prep, batch_size=config.batch_size, shuffle=False, cache=cache, **share
     )
-    if not network.compiled:  # a new run; a resumed one brings its optimizer along
-        _compile(network, config, len(train_batches))
-    network.fit(
-        train_batches,
-        validation_data=val_batches,
-        epochs=config.epochs,
-        initial_epoch=state.epoch,
-        callbacks=[RunRecorder(run, state, config.patience, config.seed), *(callbacks or [])],
-        verbose=0 if quiet else 1,
-    )
+    recorder = RunRecorder(run, state, config.patience, config.seed, write=placement.is_chief)
+    distribute.check_loss(placement, _loss(config, network), network.output_shape)
+    with placement.scope():
+        if not network.compiled:  # a new run; a resumed one brings its optimizer along
+            _compile(network, config, len(train_batches))
+        network.fit(
+            train_batches,
+            validation_data=val_batches,
+            epochs=config.epochs,
+            initial_epoch=state.epoch,
+            callbacks=[recorder, *(callbacks or [])],
+            verbose=0 if quiet else 1,
+        )
+    if placement.process_count > 1:
+        # Loading weights into a model spread over hosts is a step all must take together,
+        # and only the chief knows when best.keras is written: keep the last epoch's weights.
+        return network
     return _restore_best(network, run)
 
 
@@ -316,8 +367,16 @@ class RunRecorder(keras.callbacks.Callback):
     without a better one, and `train` returns the best epoch's weights.
     """
 
-    def __init__(self, run: RunFolder | str | Path, state: RunState, patience: int, seed: int):
+    def __init__(
+        self,
+        run: RunFolder | str | Path,
+        state: RunState,
+        patience: int,
+        seed: int,
+        write: bool = True,  # False on every process but the chief of a distributed run
+    ):
         super().__init__()
+        self.write = write
         self.run = run if isinstance(run, RunFolder) else RunFolder(run)
         self.state = state
         self.patience = patience
@@ -343,6 +402,12 @@ class RunRecorder(keras.callbacks.Callback):
             state.epochs_without_improvement = 0
         else:
             state.epochs_without_improvement += 1
-        self.run.save_epoch(self.model, state, improved)
+        if self.write:
+            self.run.save_epoch(self.model, state, improved)
+        else:
+            # Saving gathers the weights of all hosts, a step every process must take
+            # together; only the chief keeps the file.
+            with tempfile.TemporaryDirectory() as scratch:
+                self.model.save(Path(scratch) / "replica.keras")
         if state.epochs_without_improvement >= self.patience:
             self.model.stop_training = True

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -36,6 +35,13 @@ class SegmentationDataset(keras.utils.PyDataset):
         workers: threads or processes decoding batches in parallel (Keras' ``PyDataset``).
         use_multiprocessing: use processes instead of threads for ``workers``.
         max_queue_size: batches prepared ahead of the model.
+        replicas: models training in parallel on each global batch (see
+            `segkit.distribute`): a last batch smaller than ``batch_size`` is cut down to a
+            multiple of them (left out when that is none), so that every replica and every
+            process runs the same number of steps.
+        process: ``(index, count)``: this process reads only its own contiguous share of
+            every batch, the ``index``-th of ``count`` equal parts. ``batch_size`` stays the
+            global batch.
 
     Each batch is ``(images float32 (B, H, W, C), masks float32 (B, H, W, 1))``; masks are float
     so that any loss can use them directly.
@@ -55,6 +61,8 @@ class SegmentationDataset(keras.utils.PyDataset):
         workers: int = 1,
         use_multiprocessing: bool = False,
         max_queue_size: int = 10,
+        replicas: int = 1,
+        process: tuple[int, int] = (0, 1),
     ) -> None:
         super().__init__(
             workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size
@@ -71,22 +79,35 @@ class SegmentationDataset(keras.utils.PyDataset):
         self.crop = tuple(crop) if crop else None
         self.seed = seed
         self.cache = cache
+        self.replicas = replicas
+        self.process_index, self.process_count = process
+        if batch_size % replicas or replicas % self.process_count:
+            raise ValueError(
+                f"batch_size {batch_size} must be a multiple of the {replicas} replicas, and "
+                f"they of the {self.process_count} processes"
+            )
         self.epoch = 0
         self._order = self._epoch_order()
 
     def __len__(self) -> int:
-        return math.ceil(len(self.samples) / self.batch_size)
+        rest = len(self.samples) % self.batch_size
+        return len(self.samples) // self.batch_size + (rest >= self.replicas)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         if not 0 <= index < len(self):
             raise IndexError(f"batch {index} of a dataset of {len(self)} batches")
         load = decoder(self.prep, self.cache)
-        # One generator per (seed, epoch, batch): reproducible whichever worker builds the batch.
-        rng = np.random.default_rng([self.seed, self.epoch, index])
-        chosen = self._order[index * self.batch_size : (index + 1) * self.batch_size]
+        start = index * self.batch_size
+        size = min(self.batch_size, len(self.samples) - start)
+        size -= size % self.replicas
+        share = size // self.process_count
+        first = start + self.process_index * share
         images, masks = [], []
-        for i in chosen:
-            image, mask = load(self.samples[i])
+        for position in range(first, first + share):
+            # One generator per (seed, epoch, sample position): the same draws whichever
+            # worker or process builds the batch.
+            rng = np.random.default_rng([self.seed, self.epoch, position])
+            image, mask = load(self.samples[self._order[position]])
             if self.crop is not None:
                 image, mask = random_crop(image, mask, self.crop, rng)
             image = image.astype(np.float32) / np.float32(255)
