@@ -26,6 +26,10 @@ FROM_TUTORIALS = {
         "runs/unet/curves.png": "train-curves.png",
         "overlays/25_overlay.png": "train-overlay.png",
     },
+    "explain.md": {
+        f"saliency/{method}/172_saliency.png": f"explain/{method}.png"
+        for method in ("gradient", "smoothgrad", "gradcam", "occlusion")
+    },
 }
 
 
