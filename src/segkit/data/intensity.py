@@ -26,6 +26,10 @@ STATISTICS = ("mean", "std", "share above 5%")
 #: Percentiles of the training images that bound the expected range.
 PERCENTILES = (0.5, 99.5)
 
+#: Fewer training images than this give a range too narrow to judge by (a few images' extremes
+#: would flag most inputs): such a range is recorded but never warns.
+MIN_IMAGES = 50
+
 
 def image_statistics(image: np.ndarray) -> np.ndarray:
     """Mean, standard deviation and share of pixels above 5% of a ``uint8`` image."""
@@ -56,7 +60,10 @@ class IntensityRange:
         return asdict(self)
 
     def outside(self, image: np.ndarray) -> str | None:
-        """What lies outside the range for a ``uint8`` image, in words, or None."""
+        """What lies outside the range for a ``uint8`` image, in words, or None (always None
+        for a range measured on fewer than `MIN_IMAGES` images)."""
+        if self.images < MIN_IMAGES:
+            return None
         values = image_statistics(image)
         for name, value, low, high in zip(STATISTICS, values, self.low, self.high):
             if not low <= value <= high:
