@@ -184,7 +184,7 @@ def test_a_header_from_a_newer_format_is_refused(tmp_path):
     ("kwargs", "message"),
     [
         ({"config": {**TINY, "filters": 4}}, r"builder 'unet' takes .*got \['filters'\]"),
-        ({"preprocessing": {"size": (32, 32)}}, "preprocessing needs exactly size, channels"),
+        ({"preprocessing": {"size": (32, 32)}}, "preprocessing needs size, channels"),
         ({"config": {**TINY, "dropout": object()}}, "must be JSON values"),
     ],
     ids=["unknown-argument", "partial-preprocessing", "not-json"],

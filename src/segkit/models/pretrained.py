@@ -35,7 +35,8 @@ from segkit.models._registry import builder as registered_builder
 
 FORMAT_VERSION = 1
 HEADER_KEY = "__segkit__"
-PREPROCESSING_ARGUMENTS = ("size", "channels", "normalize")  # those of segkit.data.Preprocessing
+PREPROCESSING_ARGUMENTS = ("size", "channels", "normalize")  # what segkit.data.Preprocessing needs
+PREPROCESSING_FIELDS = (*PREPROCESSING_ARGUMENTS, "num_classes", "class_source")
 _POSITIONAL_KEY = re.compile(r"w\d{4}")  # files written before the header: w0000, w0001, ...
 
 
@@ -134,11 +135,18 @@ def save_weights(
         ValueError: config or preprocessing that cannot describe the model.
     """
     if dataclasses.is_dataclass(preprocessing):
-        preprocessing = dataclasses.asdict(preprocessing)
-    if sorted(preprocessing) != sorted(PREPROCESSING_ARGUMENTS):
+        # Class settings at their binary defaults are left out, so binary headers stay as
+        # they were before label maps existed.
+        binary = {"num_classes": None, "class_source": "mask"}
+        preprocessing = {
+            k: v
+            for k, v in dataclasses.asdict(preprocessing).items()
+            if k not in binary or v != binary[k]
+        }
+    if not set(PREPROCESSING_ARGUMENTS) <= set(preprocessing) <= set(PREPROCESSING_FIELDS):
         raise ValueError(
-            f"preprocessing needs exactly {', '.join(PREPROCESSING_ARGUMENTS)}; "
-            f"got {sorted(preprocessing)}"
+            f"preprocessing needs {', '.join(PREPROCESSING_ARGUMENTS)} (and may hold "
+            f"num_classes, class_source); got {sorted(preprocessing)}"
         )
     header = {
         "format_version": FORMAT_VERSION,
