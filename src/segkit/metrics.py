@@ -36,7 +36,10 @@ EMPTY_POLICIES = ("one", "skip")
 
 
 class _OverlapMetric(keras.metrics.Metric):
-    """Accumulates per-image scores and pooled counts; subclasses define `ratio`."""
+    """Accumulates per-image scores and pooled counts; subclasses define `ratio` and the
+    name a metric takes when none is given (`default_name`)."""
+
+    default_name: str
 
     def __init__(
         self,
@@ -47,7 +50,7 @@ class _OverlapMetric(keras.metrics.Metric):
         dtype=None,
         include_background: bool = True,
     ):
-        super().__init__(name=name, dtype=dtype)
+        super().__init__(name=name or self.default_name, dtype=dtype)
         self.include_background = bool(include_background)
         if empty not in EMPTY_POLICIES:
             raise ValueError(f"empty must be one of {EMPTY_POLICIES}, got {empty!r}")
@@ -146,29 +149,13 @@ class Dice(_OverlapMetric):
         threshold: ``y_pred`` above it is foreground.
         per_image: mean of per-image Dice (True) or Dice of the pooled counts (False).
         empty: ``"one"`` counts images with both masks empty as 1.0, ``"skip"`` leaves them out.
-        name: name of the metric.
+        name: name of the metric; by default its class's `default_name` ("dice" here).
         dtype: dtype of the state.
         include_background: count channel 0 of a multi-channel ``y_pred``; False for the
             foreground classes of a multi-class model only.
     """
 
-    def __init__(
-        self,
-        threshold=0.5,
-        per_image=True,
-        empty="one",
-        name="dice",
-        dtype=None,
-        include_background=True,
-    ):
-        super().__init__(
-            threshold,
-            per_image,
-            empty,
-            name=name,
-            dtype=dtype,
-            include_background=include_background,
-        )
+    default_name = "dice"
 
     def ratio(self, true_positives, false_positives, false_negatives):
         return 2.0 * true_positives, 2.0 * true_positives + false_positives + false_negatives
@@ -178,23 +165,7 @@ class Dice(_OverlapMetric):
 class IoU(_OverlapMetric):
     """Intersection over union ``TP / (TP + FP + FN)``; arguments as `Dice`."""
 
-    def __init__(
-        self,
-        threshold=0.5,
-        per_image=True,
-        empty="one",
-        name="iou",
-        dtype=None,
-        include_background=True,
-    ):
-        super().__init__(
-            threshold,
-            per_image,
-            empty,
-            name=name,
-            dtype=dtype,
-            include_background=include_background,
-        )
+    default_name = "iou"
 
     def ratio(self, true_positives, false_positives, false_negatives):
         return true_positives, true_positives + false_positives + false_negatives
@@ -208,23 +179,7 @@ class Precision(_OverlapMetric):
     scores 0.
     """
 
-    def __init__(
-        self,
-        threshold=0.5,
-        per_image=True,
-        empty="one",
-        name="precision",
-        dtype=None,
-        include_background=True,
-    ):
-        super().__init__(
-            threshold,
-            per_image,
-            empty,
-            name=name,
-            dtype=dtype,
-            include_background=include_background,
-        )
+    default_name = "precision"
 
     def ratio(self, true_positives, false_positives, false_negatives):
         return true_positives, true_positives + false_positives
@@ -238,23 +193,7 @@ class Recall(_OverlapMetric):
     scores 0.
     """
 
-    def __init__(
-        self,
-        threshold=0.5,
-        per_image=True,
-        empty="one",
-        name="recall",
-        dtype=None,
-        include_background=True,
-    ):
-        super().__init__(
-            threshold,
-            per_image,
-            empty,
-            name=name,
-            dtype=dtype,
-            include_background=include_background,
-        )
+    default_name = "recall"
 
     def ratio(self, true_positives, false_positives, false_negatives):
         return true_positives, true_positives + false_negatives
