@@ -91,19 +91,15 @@ _random_weights_option = click.option(
 def _check_paths(*named: tuple[str, str | None]) -> None:
     """Fail at once, before the backend is imported, on a path that does not exist.
 
-    A model given as a registry name (no separator, no model suffix) is not a path.
+    A ``--model`` that is a registry name (`segkit.inference.names_a_path`) is not a path.
     """
+    from segkit.inference import names_a_path  # imports no deep-learning backend
+
     for option, value in named:
-        if value is None:
+        if value is None or (option == "--model" and not names_a_path(value)):
             continue
-        path = Path(value)
-        looks_like_path = any(sep in str(value) for sep in ("/", "\\")) or path.suffix in (
-            ".keras",
-            ".onnx",
-        )
-        if option != "--model" or looks_like_path:
-            if not path.exists():
-                raise FileNotFoundError(f"{option}: {value} does not exist")
+        if not Path(value).exists():
+            raise FileNotFoundError(f"{option}: {value} does not exist")
 
 
 _precision_option = click.option(
@@ -203,10 +199,7 @@ def train(ctx, resume_dir, out, quiet, **settings):
     else:
         if not settings["data"] or not out:
             raise click.UsageError("--data and --out are required (or --resume RUN_DIR)")
-        # Answer a mistyped path at once, before the deep-learning backend is imported.
-        for option, path in (("--data", settings["data"]), ("--init-from", settings["init_from"])):
-            if path and not Path(path).exists():
-                raise FileNotFoundError(f"{option}: {path} does not exist")
+        _check_paths(("--data", settings["data"]), ("--init-from", settings["init_from"]))
         run_dir = Path(out)
         settings = parse_train_settings(settings)
 

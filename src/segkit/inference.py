@@ -47,6 +47,7 @@ __all__ = [
     "Segmenter",
     "image_files",
     "load_model",
+    "names_a_path",
     "overlay",
     "predict",
     "resize_nearest",
@@ -165,11 +166,22 @@ def load_model(
     if path.suffix == ".keras":
         network = load_keras(path)
         return _keras_segmenter(network, _prep_for(network), str(path), precision=precision)
-    if path.exists() or any(sep in str(spec) for sep in ("/", "\\")):
+    if names_a_path(spec):
         raise FileNotFoundError(
             f"model {spec} is neither a run folder, a .keras file nor an .onnx file"
         )
     return _load_registered(str(spec), weights, random_weights, precision)
+
+
+def names_a_path(spec: str | Path) -> bool:
+    """Whether a model spec names a file or folder (a run folder, ``.keras`` or ``.onnx``
+    file) rather than a registry name such as ``"resunet.figshare"``."""
+    path = Path(spec)
+    return (
+        path.suffix in (".keras", ".onnx")
+        or path.exists()
+        or any(sep in str(spec) for sep in ("/", "\\"))
+    )
 
 
 def _load_registered(
