@@ -1,5 +1,5 @@
 """Masks and their representations: thresholding, checking, index lists, run-length strings,
-one-hot.
+one-hot, and the overlapping regions of a label map.
 
 This is the one place that turns numbers into masks: probabilities (`binarize`, `to_mask`),
 pixel values read from files (`from_pixel_values`) and anything claimed to be binary
@@ -15,6 +15,11 @@ rle = masks.rle_encode(mask)                  # "5 3 20 2": Kaggle style, 1-base
 same = masks.rle_decode(rle, mask.shape)
 indices = masks.flatten(mask)                 # foreground positions in row-major order
 ```
+
+Regions, as nnU-Net trains them, are overlapping sets of the labels of one label map: BraTS'
+whole tumour, tumour core and enhancing tumour are ``(1, 2, 3)``, ``(1, 3)`` and ``(3,)``. A model
+learns one sigmoid channel per region (`regions_from_labels` makes its targets), and its
+channels become a label map again by painting the regions in order (`labels_from_regions`).
 """
 
 from __future__ import annotations
@@ -35,6 +40,10 @@ __all__ = [
     "from_label_values",
     "one_hot",
     "from_one_hot",
+    "check_regions",
+    "paint_order",
+    "regions_from_labels",
+    "labels_from_regions",
 ]
 
 _ORDERS = ("F", "C")
@@ -259,9 +268,12 @@ def binarize(prob, threshold: float = 0.5) -> np.ndarray:
     return (prob > threshold).astype(np.uint8)
 
 
-def to_mask(probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-    """``uint8 (H, W)`` mask from ``(H, W, K)`` probabilities: `binarize` of the one channel, or
-    the most probable class where there are several channels."""
+def to_mask(probs: np.ndarray, threshold: float = 0.5, regions=None) -> np.ndarray:
+    """``uint8 (H, W)`` mask from ``(H, W, K)`` probabilities: `binarize` of the one channel, the
+    most probable class where there are several channels, or, with ``regions`` (one channel per
+    region), the label map `labels_from_regions` paints."""
+    if regions is not None:
+        return labels_from_regions(probs, regions, threshold)
     if probs.shape[-1] == 1:
         return binarize(probs[..., 0], threshold)
     return np.argmax(probs, axis=-1).astype(np.uint8)
@@ -282,14 +294,21 @@ def from_pixel_values(pixels) -> np.ndarray:
     return (pixels != 0).astype(np.uint8)
 
 
-def from_label_values(pixels, num_classes: int) -> np.ndarray:
+def from_label_values(pixels, num_classes: int, ignore_index: int | None = None) -> np.ndarray:
     """A label map's pixel values, each a class index in ``[0, num_classes)``, as ``uint8``.
 
+    Args:
+        pixels: the label map.
+        num_classes: number of classes, background included.
+        ignore_index: a value marking unlabelled pixels (e.g. 255), kept as it is.
+
     Raises:
-        ValueError: a value is ``num_classes`` or more; the message names the largest.
+        ValueError: a value other than ``ignore_index`` is ``num_classes`` or more; the message
+            names the largest.
     """
     pixels = np.asarray(pixels)
-    high = int(pixels.max()) if pixels.size else 0
+    labelled = pixels if ignore_index is None else pixels[pixels != ignore_index]
+    high = int(labelled.max()) if labelled.size else 0
     if high >= num_classes:
         raise ValueError(
             f"a label map holding the value {high}; classes are 0..{num_classes - 1} "
@@ -351,3 +370,108 @@ def from_one_hot(onehot, axis: int = -1) -> np.ndarray:
             "(for probabilities use np.argmax)"
         )
     return np.argmax(hot, axis=axis).astype(np.int64)
+
+
+def check_regions(regions) -> tuple[tuple[int, ...], ...]:
+    """``regions`` as a tuple of label tuples, checked.
+
+    Args:
+        regions: one sequence of labels per region, e.g. ``[[1, 2, 3], [1, 3], [3]]``.
+
+    Raises:
+        ValueError: no regions, an empty region, a label below 1 (background is in no region), a
+            label given twice in a region, or two regions of the same labels.
+    """
+    try:
+        checked = tuple(tuple(int(label) for label in region) for region in regions)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"regions must be lists of integer labels, e.g. [[1, 2, 3], [3]], got {regions!r}"
+        ) from None
+    if not checked:
+        raise ValueError("regions must hold at least one region")
+    for region in checked:
+        if not region or min(region) < 1 or len(set(region)) != len(region):
+            raise ValueError(
+                f"each region must hold distinct labels of 1 or more (background is in none), "
+                f"got {list(region)}"
+            )
+    if len({frozenset(region) for region in checked}) != len(checked):
+        raise ValueError(f"two regions hold the same labels: {[list(r) for r in checked]}")
+    return checked
+
+
+def paint_order(regions) -> list[tuple[int, int]]:
+    """How `labels_from_regions` paints: ``(region index, label)`` pairs, largest region first.
+
+    Regions are painted from the most labels to the fewest (in their given order when as
+    large), so that each nested region is painted over the one it lies in. A region paints the
+    smallest of its labels that no region painted after it holds: ``(1, 2, 3)``, ``(1, 3)``,
+    ``(3,)`` paint 2, 1 and 3, the label map they came from.
+
+    Raises:
+        ValueError: bad regions (see `check_regions`), or a region whose every label is held by
+            regions painted after it, so that none of its pixels would keep its paint.
+    """
+    regions = check_regions(regions)
+    order = sorted(range(len(regions)), key=lambda r: -len(regions[r]))
+    painted = []
+    for position, index in enumerate(order):
+        later = {label for r in order[position + 1 :] for label in regions[r]}
+        own = sorted(set(regions[index]) - later)
+        if not own:
+            raise ValueError(
+                f"region {list(regions[index])} has no label of its own: the smaller regions "
+                "painted after it cover all of its labels"
+            )
+        painted.append((index, own[0]))
+    return painted
+
+
+def regions_from_labels(labels, regions) -> np.ndarray:
+    """One channel per region: ``(...)`` labels become ``(..., R)`` 0/1, channel ``r`` being 1
+    where the label is one of ``regions[r]``.
+
+    Args:
+        labels: integer label map of any shape.
+        regions: the labels of each region (see `check_regions`).
+
+    Returns:
+        A ``uint8`` array with a trailing region axis.
+    """
+    labels = np.asarray(labels)
+    if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
+        raise ValueError(f"labels must be integers, got dtype {labels.dtype}")
+    channels = [np.isin(labels, region) for region in check_regions(regions)]
+    return np.stack(channels, axis=-1).astype(np.uint8)
+
+
+def labels_from_regions(probs, regions, threshold: float = 0.5) -> np.ndarray:
+    """The label map nnU-Net writes for a region model: each region painted where its channel
+    is above ``threshold``, in `paint_order`.
+
+    For nested regions that each add one label (BraTS' whole tumour, core and enhancing) this
+    is the inverse of `regions_from_labels`. A region that adds several labels paints the
+    smallest; `regions_from_labels` of the result still gives back its regions.
+
+    Args:
+        probs: ``(..., R)`` probabilities (or 0/1 masks), one channel per region.
+        regions: the labels of each region, in channel order.
+        threshold: a channel above it holds its region.
+
+    Returns:
+        A ``uint8`` label map of ``probs``' shape without the region axis; 0 where no region is.
+
+    Raises:
+        ValueError: bad regions (see `paint_order`), or not one channel per region.
+    """
+    probs = np.asarray(probs)
+    order = paint_order(regions)
+    if probs.ndim == 0 or probs.shape[-1] != len(order):
+        raise ValueError(
+            f"probs must have one channel per region ({len(order)}), got shape {probs.shape}"
+        )
+    labels = np.zeros(probs.shape[:-1], dtype=np.uint8)
+    for index, label in order:
+        labels[probs[..., index] > threshold] = label
+    return labels

@@ -8,16 +8,23 @@ value), or is given ``num_classes`` and gets the names ``background, class_1, ..
 A binary data set whose samples carry a label (``labels.csv``, the Figshare ``.mat`` label
 field) becomes a multi-class one with ``classes="tumour-type"``: each mask's foreground takes
 the sample's label, so a Figshare slice is background and meningioma, glioma or pituitary.
+
+Regions (nnU-Net's) are overlapping sets of the labels of one label map, trained as one sigmoid
+channel each: BraTS' ``"whole=1,2,3;core=1,3;enhancing=3"``, or on the tumour types
+``"tumour=1,2,3;glioma=2"`` (`parse_regions`). The conversions between a label map and its
+region channels are `segkit.masks.regions_from_labels` and `segkit.masks.labels_from_regions`.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from segkit.data.errors import DataError
 from segkit.data.samples import FIGSHARE_LABELS
+from segkit.masks import check_regions, paint_order
 
 #: The file beside ``images/`` and ``masks/`` that names a data set's classes.
 CLASSES_FILE = "classes.json"
@@ -134,3 +141,86 @@ def resolve_classes(
     if num_classes is not None and num_classes != found.num_classes:
         raise ValueError(f"num_classes={num_classes} but {where} names {found.num_classes} classes")
     return found
+
+
+@dataclass(frozen=True)
+class Regions:
+    """Overlapping regions of a label map, one sigmoid channel each (mode ``multilabel``).
+
+    Attributes:
+        names: one name per region, in channel order.
+        labels: the labels each region holds, e.g. ``((1, 2, 3), (2,))``.
+    """
+
+    names: tuple[str, ...]
+    labels: tuple[tuple[int, ...], ...]
+
+    def __post_init__(self) -> None:
+        labels = check_regions(self.labels)
+        names = tuple(str(n) for n in self.names)
+        if len(names) != len(labels):
+            raise ValueError(f"{len(names)} region names for {len(labels)} regions")
+        if len(set(names)) != len(names) or not all(names):
+            raise ValueError(f"region names must be distinct and not empty, got {names}")
+        paint_order(labels)  # a region that could never be painted is refused here
+        object.__setattr__(self, "names", names)
+        object.__setattr__(self, "labels", labels)
+
+    def __str__(self) -> str:
+        """The form `parse_regions` reads, e.g. ``"tumour=1,2,3;glioma=2"``."""
+        return ";".join(
+            f"{name}={','.join(map(str, labels))}"
+            for name, labels in zip(self.names, self.labels, strict=True)
+        )
+
+
+def parse_regions(
+    spec: str | Mapping[str, Sequence[int]] | Regions,
+    class_names: Sequence[str] | None = None,
+) -> Regions:
+    """Regions from ``"tumour=1,2,3;glioma=2"``: ``;`` between regions, ``,`` between labels.
+
+    A region's name is optional: ``"1,2,3;2"`` names each by its classes joined with ``+``
+    (``"meningioma+glioma+pituitary"``, ``"glioma"``), or by its labels when there are no class
+    names (``"1+2+3"``).
+
+    Args:
+        spec: the regions as text, a ``{name: labels}`` mapping, or `Regions`.
+        class_names: the label map's classes (index = label), to name regions and check labels.
+
+    Raises:
+        ValueError: unreadable text, a label that is no class, or regions `Regions` refuses;
+            the message quotes the part at fault.
+    """
+    if isinstance(spec, Regions):
+        regions = spec
+    elif isinstance(spec, Mapping):
+        regions = Regions(tuple(spec), tuple(tuple(labels) for labels in spec.values()))
+    else:
+        names, labels = [], []
+        for part in str(spec).split(";"):
+            name, equals, numbers = part.rpartition("=")
+            try:
+                region = tuple(int(n) for n in numbers.split(","))
+            except ValueError:
+                raise ValueError(
+                    f"regions: cannot read {part.strip()!r}; write each region as NAME=L,L,... "
+                    'or L,L,..., separated by ";", e.g. "tumour=1,2,3;glioma=2"'
+                ) from None
+            labels.append(region)
+            names.append(name.strip() if equals else _region_name(region, class_names))
+        regions = Regions(tuple(names), tuple(labels))
+    if class_names is not None:
+        for name, region in zip(regions.names, regions.labels, strict=True):
+            if max(region) >= len(class_names):
+                raise ValueError(
+                    f"region {name!r} holds the label {max(region)}; the label maps' classes are "
+                    f"0..{len(class_names) - 1}"
+                )
+    return regions
+
+
+def _region_name(labels: tuple[int, ...], class_names: Sequence[str] | None) -> str:
+    if class_names is not None and max(labels) < len(class_names):
+        return "+".join(class_names[label] for label in labels)
+    return "+".join(str(label) for label in labels)

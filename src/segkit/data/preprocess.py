@@ -11,7 +11,7 @@ Reading happens in two steps so that the slow one can be cached:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +56,11 @@ class Preprocessing:
         class_source: with ``num_classes``: ``"mask"`` (the mask's pixel values, or a palette
             PNG's indices, are the classes) or ``"sample-label"`` (a binary mask whose
             foreground takes the sample's label, e.g. the Figshare tumour type).
+        ignore_index: with label maps (``class_source="mask"``): a value of ``num_classes`` or
+            more, up to 255, that marks unlabelled pixels; they are kept as they are, for the
+            losses and metrics given the same ``ignore_index`` to leave out. An argument, not a
+            field: it concerns the true masks only, so the records of how a model reads its
+            images (weights files, ONNX metadata) leave it out.
     """
 
     size: tuple[int, int] = (256, 256)
@@ -63,8 +68,9 @@ class Preprocessing:
     normalize: str = "divide255"
     num_classes: int | None = None
     class_source: str = "mask"
+    ignore_index: InitVar[int | None] = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, ignore_index: int | None) -> None:
         size = tuple(int(s) for s in self.size)
         if len(size) != 2 or min(size) < 1:
             raise ValueError(f"size must be (height, width) of positive ints, not {self.size!r}")
@@ -90,6 +96,19 @@ class Preprocessing:
             raise ValueError(
                 f"class_source must be one of {CLASS_SOURCES}, not {self.class_source!r}"
             )
+        if ignore_index is not None:
+            if self.num_classes is None or self.class_source != "mask":
+                raise ValueError(
+                    "ignore_index needs label-map masks (num_classes, with class_source 'mask'): "
+                    "in 0/255 masks 255 is the foreground"
+                )
+            if int(ignore_index) != ignore_index or not self.num_classes <= ignore_index <= 255:
+                raise ValueError(
+                    f"ignore_index must be a whole number from num_classes ({self.num_classes}) "
+                    f"to 255, not {ignore_index!r}"
+                )
+            ignore_index = int(ignore_index)
+        object.__setattr__(self, "ignore_index", ignore_index)
 
     @classmethod
     def for_classes(cls, classes: Classes | None, **settings) -> Preprocessing:
@@ -112,7 +131,8 @@ class Preprocessing:
         key = f"{self.size[0]}x{self.size[1]}-{channels}-{self.normalize}"
         if self.num_classes is None:  # binary: the key it always had
             return key
-        return f"{key}-k{self.num_classes}-{self.class_source}"
+        key = f"{key}-k{self.num_classes}-{self.class_source}"
+        return key if self.ignore_index is None else f"{key}-ignore{self.ignore_index}"
 
 
 def decode(sample: Sample, prep: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
@@ -131,7 +151,9 @@ def decode(sample: Sample, prep: Preprocessing) -> tuple[np.ndarray, np.ndarray]
         image, mask = read_pair(sample, prep.channels)
         mask = resize_mask(mask, prep.size) * _sample_label(sample, prep.num_classes)
         return resize_image(image, prep.size), mask.astype(np.uint8)[..., None]
-    image, mask = read_pair(sample, prep.channels, num_classes=prep.num_classes)
+    image, mask = read_pair(
+        sample, prep.channels, num_classes=prep.num_classes, ignore_index=prep.ignore_index
+    )
     resize = resize_mask if prep.num_classes is None else resize_labels
     return resize_image(image, prep.size), resize(mask, prep.size)[..., None]
 
@@ -184,6 +206,7 @@ def read_pair(
     *,
     num_classes: int | None = None,
     class_source: str = "mask",
+    ignore_index: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Read image and mask at their original size and check that they fit together.
 
@@ -192,6 +215,7 @@ def read_pair(
         channels: as `Preprocessing.channels`.
         num_classes: ``None`` for a binary mask; ``K`` for a label map of values ``0..K-1``.
         class_source: as `Preprocessing.class_source`.
+        ignore_index: a label-map value for unlabelled pixels, kept (see `Preprocessing`).
 
     Returns:
         ``(image, mask)``: image ``uint8 (H, W, C)``, mask ``uint8 (H, W)`` in {0, 1} (or
@@ -214,12 +238,16 @@ def read_pair(
             f"{sample.mask} is {mask.shape[1]}x{mask.shape[0]}",
             sample.mask,
         )
-    mask = _mask_values(mask, sample.mask, values)
+    mask = _mask_values(mask, sample.mask, values, ignore_index)
     return image, mask * _sample_label(sample, num_classes) if by_label else mask
 
 
 def read_mask(
-    sample: Sample, *, num_classes: int | None = None, class_source: str = "mask"
+    sample: Sample,
+    *,
+    num_classes: int | None = None,
+    class_source: str = "mask",
+    ignore_index: int | None = None,
 ) -> np.ndarray:
     """The mask at its original resolution, for evaluation at the ground truth's size.
 
@@ -227,6 +255,7 @@ def read_mask(
         sample: the sample.
         num_classes: ``None`` for a binary mask; ``K`` for a label map.
         class_source: as `Preprocessing.class_source`.
+        ignore_index: a label-map value for unlabelled pixels, kept (see `Preprocessing`).
 
     Returns:
         ``uint8 (H, W)`` in {0, 1} (or ``0..K-1``).
@@ -234,9 +263,10 @@ def read_mask(
     by_label = num_classes is not None and class_source == "sample-label"
     values = None if by_label else num_classes
     if sample.layout == "figshare-mat":
-        mask = _mask_values(read_mat(sample.mask)[1], sample.mask, values)
+        mask = read_mat(sample.mask)[1]
     else:
-        mask = _mask_values(_read_mask_file(sample.mask, values is not None), sample.mask, values)
+        mask = _read_mask_file(sample.mask, values is not None)
+    mask = _mask_values(mask, sample.mask, values, ignore_index)
     if by_label:
         return mask * _sample_label(sample, num_classes)
     return mask
@@ -288,12 +318,15 @@ def _read_mask_file(path: Path, labels: bool = False) -> np.ndarray:
     return mask[..., 0] if mask.ndim == 3 else mask  # a TIFF mask saved as RGB
 
 
-def _mask_values(mask: np.ndarray, path: Path, num_classes: int | None) -> np.ndarray:
-    """A mask file's pixels as {0, 1} (binary) or class indices below ``num_classes``."""
+def _mask_values(
+    mask: np.ndarray, path: Path, num_classes: int | None, ignore_index: int | None = None
+) -> np.ndarray:
+    """A mask file's pixels as {0, 1} (binary) or class indices below ``num_classes`` (and
+    ``ignore_index``)."""
     if num_classes is None:
         return _binary_mask(mask, path)
     try:
-        return masks.from_label_values(mask, num_classes)
+        return masks.from_label_values(mask, num_classes, ignore_index)
     except ValueError as exc:
         raise DataError(f"mask {path} is {exc}", path) from None
 
@@ -337,17 +370,21 @@ def read_image(path: str | Path, channels: int | tuple = 1) -> np.ndarray:
     return _read_image(Sample(key=path.stem, image=path, mask=path, layout=layout), channels)
 
 
-def read_mask_file(path: str | Path, num_classes: int | None = None) -> np.ndarray:
+def read_mask_file(
+    path: str | Path, num_classes: int | None = None, ignore_index: int | None = None
+) -> np.ndarray:
     """One mask file at its original size: ``uint8 (H, W)`` in {0, 1}, or a label map.
 
     Args:
         path: the file.
         num_classes: ``None`` for a binary mask; ``K`` for a label map of values ``0..K-1``
             (a palette PNG is read by index).
+        ignore_index: a label-map value for unlabelled pixels, kept (see `Preprocessing`).
 
     Raises:
         DataError: the file cannot be read, is not binary (0/255 or 0/1), or holds a class
-            value of ``K`` or more.
+            value of ``K`` or more (other than ``ignore_index``).
     """
     path = Path(path)
-    return _mask_values(_read_mask_file(path, num_classes is not None), path, num_classes)
+    mask = _read_mask_file(path, num_classes is not None)
+    return _mask_values(mask, path, num_classes, ignore_index)
