@@ -86,7 +86,9 @@ def test_dice_loss_accepts_masks_without_channel_axis(binary_batch):
 def test_multiclass_labels_and_one_hot_agree(multiclass_batch):
     labels, logits, probs = multiclass_batch
     onehot = np.eye(3, dtype=np.float32)[labels]
-    loss = losses.DiceLoss(mode="multiclass", from_logits=True, per_image=True)
+    loss = losses.DiceLoss(
+        mode="multiclass", from_logits=True, per_image=True, include_background=True
+    )
     expected = numpy_dice_loss(onehot, probs, 1.0, per_image=True)
     for y_true in (labels, labels[..., None], onehot):
         np.testing.assert_allclose(value(loss, y_true, logits), expected, **TOL)

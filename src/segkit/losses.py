@@ -10,6 +10,21 @@ The overlap losses share a small functional core, `soft_dice_score`,
 * ``mode="multilabel"``: C independent sigmoid channels, ``y_true`` of the same shape.
 * ``mode="multiclass"``: C softmax channels; ``y_true`` as integer labels ``(batch, H, W)`` or
   ``(batch, H, W, 1)``, or one-hot ``(batch, H, W, C)``.
+* ``mode="multilabel"`` with ``regions``: C sigmoid channels, one per region of a label map
+  (nnU-Net's regions, e.g. ``[[1, 2, 3], [1, 3], [3]]``); ``y_true`` is the label map, turned
+  into one target channel per region (as `segkit.masks.regions_from_labels` does).
+
+Options shared by the losses, as segmentation_models_pytorch names them:
+
+* ``include_background``: score channel 0 in the overlap losses (Dice, Jaccard, Tversky). Off
+  by default in multiclass mode, where channel 0 is the background class that covers most
+  pixels; on in multilabel mode, where every channel is foreground. Binary mode has one
+  channel, always scored.
+* ``class_weights``: one weight per channel for the overlap losses' mean over channels.
+* ``ignore_index``: a label (e.g. 255 = unlabelled) whose pixels count in neither the
+  cross-entropy nor the overlap: they are left out of both ``y_true`` and ``y_pred``.
+
+Every loss reads its inputs through one function, `prepare_targets`.
 
 The notebook's loss, ``1 - (2*sum(y*p) + 1) / (sum(y) + sum(p) + 1)`` summed over the whole
 batch, is ``DiceLoss(smooth=1.0, per_image=False)`` (the defaults).
@@ -37,11 +52,13 @@ import keras
 from keras import ops
 
 from segkit._plugins import Registry
+from segkit.masks import check_regions
 
 __all__ = [
     "register",
     "list",
     "get",
+    "prepare_targets",
     "soft_dice_score",
     "soft_jaccard_score",
     "soft_tversky_score",
@@ -62,7 +79,7 @@ def _check_accepts_mode(name: str, loss: Callable) -> None:
     if accepted is not None and "mode" not in accepted:
         raise ValueError(
             f"loss {name!r} ({loss.__module__}.{loss.__qualname__}) must accept a 'mode' "
-            "argument: segkit.train passes 'binary' or 'multiclass'"
+            "argument: segkit.train passes 'binary', 'multiclass' or 'multilabel'"
         )
 
 
@@ -213,36 +230,107 @@ def _check_mode(mode: str) -> str:
     return mode
 
 
-def _prepare(y_true, y_pred, mode: str):
-    """Targets as float, one channel per class, shaped like ``y_pred`` (channels last)."""
+def _check_options(mode: str, regions, ignore_index) -> tuple:
+    """``regions`` as a tuple of label tuples (multilabel mode only) and ``ignore_index`` as an
+    int, checked."""
+    if regions is not None:
+        if mode != "multilabel":
+            raise ValueError(
+                f"regions need mode='multilabel' (one sigmoid channel each), not {mode!r}"
+            )
+        regions = check_regions(regions)
+    if ignore_index is not None:
+        if int(ignore_index) != ignore_index:
+            raise ValueError(f"ignore_index must be a whole number, got {ignore_index!r}")
+        ignore_index = int(ignore_index)
+    return regions, ignore_index
+
+
+def _is_label_map(y_true, y_pred) -> bool:
+    """Whether ``y_true`` holds one label per pixel rather than one value per channel."""
+    return len(y_true.shape) == len(y_pred.shape) - 1 or (
+        len(y_true.shape) == len(y_pred.shape) and y_true.shape[-1] == 1
+    )
+
+
+def _region_channels(labels, regions, dtype):
+    """One 0/1 channel per region of an integer label map (the tensor twin of
+    `segkit.masks.regions_from_labels`)."""
+    channels = [
+        sum(ops.cast(ops.equal(labels, label), dtype) for label in region) for region in regions
+    ]
+    return ops.stack(channels, axis=-1)
+
+
+def prepare_targets(y_true, y_pred, mode: str = "binary", regions=None, ignore_index=None):
+    """Targets as float, one channel per class or region, shaped like ``y_pred``, and the pixels
+    that count.
+
+    This is what every loss here (and `segkit.metrics`) reads its inputs through.
+
+    Args:
+        y_true: targets, as the ``mode`` reads them (see the module docstring).
+        y_pred: channels-last predictions ``(batch, ..., C)``.
+        mode: ``"binary"``, ``"multiclass"`` or ``"multilabel"``.
+        regions: with ``mode="multilabel"``: the labels of each channel's region; ``y_true`` is
+            then a label map.
+        ignore_index: the value of ``y_true`` that marks pixels to leave out.
+
+    Returns:
+        ``(y_true, y_pred, valid)``: ``valid`` is 1.0 where a pixel counts and 0.0 where
+        ``y_true`` holds ``ignore_index`` (one channel for a label map, else shaped like
+        ``y_true``), or None without ``ignore_index``; ``y_true`` is 0 at ignored pixels.
+
+    Raises:
+        ValueError: shapes that do not fit the mode.
+    """
+    mode = _check_mode(mode)
+    regions, ignore_index = _check_options(mode, regions, ignore_index)
     y_pred = ops.convert_to_tensor(y_pred)
     y_true = ops.convert_to_tensor(y_true)
     num_channels = y_pred.shape[-1]
-    if mode == "multiclass":
-        if num_channels is None or num_channels < 2:
-            raise ValueError(
-                f"multiclass mode needs y_pred with at least 2 channels, got shape {y_pred.shape}"
-            )
-        is_labels = len(y_true.shape) == len(y_pred.shape) - 1 or (
-            len(y_true.shape) == len(y_pred.shape) and y_true.shape[-1] == 1
+    if mode == "multiclass" and (num_channels is None or num_channels < 2):
+        raise ValueError(
+            f"multiclass mode needs y_pred with at least 2 channels, got shape {y_pred.shape}"
         )
-        if is_labels:
-            if len(y_true.shape) == len(y_pred.shape):
-                y_true = ops.squeeze(y_true, axis=-1)
-            y_true = ops.one_hot(ops.cast(y_true, "int32"), num_channels)
-    else:
-        if mode == "binary" and num_channels != 1:
+    if mode == "binary" and num_channels != 1:
+        raise ValueError(
+            f"binary mode expects one output channel, got shape {y_pred.shape}; "
+            "use mode='multilabel' or 'multiclass'"
+        )
+    labels = None
+    if regions is not None or (mode == "multiclass" and _is_label_map(y_true, y_pred)):
+        if not _is_label_map(y_true, y_pred):
             raise ValueError(
-                f"binary mode expects one output channel, got shape {y_pred.shape}; "
-                "use mode='multilabel' or 'multiclass'"
+                f"regions need y_true as a label map (batch, H, W[, 1]), got shape {y_true.shape}"
             )
-        if len(y_true.shape) == len(y_pred.shape) - 1:
-            y_true = ops.expand_dims(y_true, axis=-1)
+        labels = ops.cast(y_true, "int32")
+        if len(labels.shape) == len(y_pred.shape):
+            labels = ops.squeeze(labels, axis=-1)
+    elif len(y_true.shape) == len(y_pred.shape) - 1:
+        y_true = ops.expand_dims(y_true, axis=-1)
+
+    valid = None
+    if labels is not None:
+        if ignore_index is not None:
+            kept = ops.not_equal(labels, ignore_index)
+            valid = ops.expand_dims(ops.cast(kept, y_pred.dtype), axis=-1)
+            labels = ops.where(kept, labels, 0)  # one_hot of an out-of-range label is an error
+        if regions is not None:
+            if len(regions) != num_channels:
+                raise ValueError(f"{len(regions)} regions for y_pred of {num_channels} channels")
+            y_true = _region_channels(labels, regions, y_pred.dtype)
+        else:
+            y_true = ops.one_hot(labels, num_channels)
+    elif ignore_index is not None:
+        kept = ops.not_equal(y_true, ignore_index)
+        valid = ops.cast(kept, y_pred.dtype)
+        y_true = ops.where(kept, y_true, 0)
     if len(y_true.shape) != len(y_pred.shape):
         raise ValueError(
             f"y_true of shape {y_true.shape} does not match y_pred of shape {y_pred.shape}"
         )
-    return ops.cast(y_true, y_pred.dtype), y_pred
+    return ops.cast(y_true, y_pred.dtype), y_pred, valid
 
 
 def _probabilities(y_pred, mode: str, from_logits: bool):
@@ -278,13 +366,18 @@ def _spatial_axes(y_pred, per_image: bool) -> tuple[int, ...]:
     return tuple(range(first, len(y_pred.shape) - 1))
 
 
-def _mean_over_images(per_pixel):
-    """Mean of a per-pixel loss over every axis but the batch: one value per image."""
-    return ops.mean(per_pixel, axis=tuple(range(1, len(per_pixel.shape))))
+def _mean_over_images(per_pixel, valid=None):
+    """Mean of a per-pixel loss over every axis but the batch: one value per image; with
+    ``valid``, over the pixels that count only."""
+    axes = tuple(range(1, len(per_pixel.shape)))
+    if valid is None:
+        return ops.mean(per_pixel, axis=axes)
+    valid = ops.broadcast_to(valid, ops.shape(per_pixel))
+    return ops.sum(per_pixel * valid, axis=axes) / ops.maximum(ops.sum(valid, axis=axes), 1.0)
 
 
 class _OverlapLoss(keras.losses.Loss):
-    """``1 - score`` for an overlap score, averaged over classes with ``class_weights``.
+    """``1 - score`` for an overlap score, averaged over channels with ``class_weights``.
 
     Returns one loss per image when ``per_image=True`` (so Keras averages them and applies
     sample weights) and one scalar for the batch otherwise.
@@ -298,6 +391,9 @@ class _OverlapLoss(keras.losses.Loss):
         eps: float = 1e-7,
         per_image: bool = False,
         class_weights: Sequence[float] | None = None,
+        include_background: bool | None = None,
+        ignore_index: int | None = None,
+        regions: Sequence[Sequence[int]] | None = None,
         name: str | None = None,
         reduction: str = "sum_over_batch_size",
         dtype=None,
@@ -315,6 +411,10 @@ class _OverlapLoss(keras.losses.Loss):
                     f"class_weights must be non-negative with a positive sum, got {class_weights}"
                 )
         self.class_weights = class_weights
+        if include_background is None:  # the background class of multiclass mode is left out
+            include_background = self.mode != "multiclass"
+        self.include_background = bool(include_background)
+        self.regions, self.ignore_index = _check_options(self.mode, regions, ignore_index)
 
     def score(self, y_true, y_pred, axis):
         """The per-class overlap score; subclasses define it."""
@@ -324,19 +424,38 @@ class _OverlapLoss(keras.losses.Loss):
         """Loss from score; the focal variant raises it to a power."""
         return 1.0 - score
 
+    def channel_weights(self, channels: int) -> builtins.list[float] | None:
+        """Each channel's weight in the mean over channels; None when all weigh the same.
+
+        Raises:
+            ValueError: ``class_weights`` has not one entry per channel, or no channel is left.
+        """
+        if self.class_weights is not None and len(self.class_weights) != channels:
+            raise ValueError(
+                f"class_weights has {len(self.class_weights)} entries for {channels} channels"
+            )
+        weights = self.class_weights
+        if not self.include_background and self.mode != "binary":
+            weights = [0.0, *(weights or [1.0] * channels)[1:]]
+            if not any(weights):
+                raise ValueError(
+                    f"include_background=False leaves no channel of {channels} to score"
+                )
+        return weights
+
     def call(self, y_true, y_pred):
-        y_true, y_pred = _prepare(y_true, y_pred, self.mode)
+        y_true, y_pred, valid = prepare_targets(
+            y_true, y_pred, self.mode, self.regions, self.ignore_index
+        )
         y_pred = _probabilities(y_pred, self.mode, self.from_logits)
+        if valid is not None:  # ignored pixels are neither true nor predicted
+            y_true, y_pred = y_true * valid, y_pred * valid
         score = self.score(y_true, y_pred, axis=_spatial_axes(y_pred, self.per_image))
         losses = self.class_loss(score)  # (batch, C) per image, or (C,) pooled
-        if self.class_weights is None:
+        weights = self.channel_weights(y_pred.shape[-1])
+        if weights is None:
             return ops.mean(losses, axis=-1)
-        if len(self.class_weights) != y_pred.shape[-1]:
-            raise ValueError(
-                f"class_weights has {len(self.class_weights)} entries for "
-                f"{y_pred.shape[-1]} channels"
-            )
-        weights = ops.convert_to_tensor(self.class_weights, dtype=losses.dtype)
+        weights = ops.convert_to_tensor(weights, dtype=losses.dtype)
         return ops.sum(losses * weights, axis=-1) / ops.sum(weights)
 
     def get_config(self):
@@ -348,8 +467,15 @@ class _OverlapLoss(keras.losses.Loss):
             eps=self.eps,
             per_image=self.per_image,
             class_weights=self.class_weights,
+            include_background=self.include_background,
+            ignore_index=self.ignore_index,
+            regions=_regions_config(self.regions),
         )
         return config
+
+
+def _regions_config(regions) -> builtins.list[builtins.list[int]] | None:
+    return None if regions is None else [builtins.list(region) for region in regions]
 
 
 @register("dice")
@@ -367,8 +493,14 @@ class DiceLoss(_OverlapLoss):
         eps: lower bound of the denominator, so ``smooth=0`` never divides by zero.
         per_image: compute Dice per image and average (True), or once over the whole batch
             (False, the notebook's). Pooled Dice is steadier on small or empty masks.
-        class_weights: one weight per channel for the mean over classes (0 excludes a class,
-            e.g. the background); None weighs all equally.
+        class_weights: one weight per channel for the mean over channels (0 leaves a channel
+            out); None weighs all equally.
+        include_background: score channel 0; None (the default): off in multiclass mode,
+            where it is the background class, on in multilabel mode. Binary mode's one channel
+            is always scored.
+        ignore_index: a label of ``y_true`` (e.g. 255) whose pixels are left out.
+        regions: multilabel mode: the labels of each channel's region (``[[1, 2, 3], [2]]``);
+            ``y_true`` is then a label map.
         name: name of the loss.
         reduction: Keras reduction of the per-image losses.
         dtype: dtype of the computation.
@@ -457,6 +589,8 @@ class FocalLoss(keras.losses.Loss):
             ``1 - alpha``); None weighs both equally. Not defined for multiclass.
         from_logits: ``y_pred`` holds logits (computed with log-sigmoid / log-softmax).
         eps: probabilities are clipped to ``[eps, 1 - eps]`` when not from logits.
+        ignore_index: a label of ``y_true`` whose pixels are left out of the mean.
+        regions: multilabel mode: the labels of each channel's region (see `DiceLoss`).
         name: name of the loss.
         reduction: Keras reduction of the per-image losses.
         dtype: dtype of the computation.
@@ -469,6 +603,8 @@ class FocalLoss(keras.losses.Loss):
         alpha: float | None = None,
         from_logits: bool = False,
         eps: float = 1e-7,
+        ignore_index: int | None = None,
+        regions: Sequence[Sequence[int]] | None = None,
         name: str = "focal_loss",
         reduction: str = "sum_over_batch_size",
         dtype=None,
@@ -481,9 +617,12 @@ class FocalLoss(keras.losses.Loss):
         self.alpha = None if alpha is None else float(alpha)
         self.from_logits = bool(from_logits)
         self.eps = float(eps)
+        self.regions, self.ignore_index = _check_options(self.mode, regions, ignore_index)
 
     def call(self, y_true, y_pred):
-        y_true, y_pred = _prepare(y_true, y_pred, self.mode)
+        y_true, y_pred, valid = prepare_targets(
+            y_true, y_pred, self.mode, self.regions, self.ignore_index
+        )
         cross_entropy = _cross_entropy(y_true, y_pred, self.mode, self.from_logits, self.eps)
         if self.mode == "multiclass":
             prob_true = ops.exp(-cross_entropy)
@@ -499,7 +638,7 @@ class FocalLoss(keras.losses.Loss):
             per_pixel = modulating * cross_entropy
         if self.alpha is not None:
             per_pixel = per_pixel * (self.alpha * y_true + (1.0 - self.alpha) * (1.0 - y_true))
-        return _mean_over_images(per_pixel)
+        return _mean_over_images(per_pixel, valid)
 
     def get_config(self):
         config = super().get_config()
@@ -509,6 +648,8 @@ class FocalLoss(keras.losses.Loss):
             alpha=self.alpha,
             from_logits=self.from_logits,
             eps=self.eps,
+            ignore_index=self.ignore_index,
+            regions=_regions_config(self.regions),
         )
         return config
 
@@ -519,7 +660,10 @@ class BCEDiceLoss(keras.losses.Loss):
     """``bce_weight * cross-entropy + dice_weight * DiceLoss``, the usual combined loss.
 
     The cross-entropy is binary per channel in binary and multilabel modes and categorical in
-    multiclass mode; it is averaged over pixels per image.
+    multiclass mode, so ``bce_dice`` with ``mode="multiclass"`` is the cross-entropy + Dice loss
+    of nnU-Net and MONAI's ``DiceCELoss``; it is averaged over the pixels of each image. The
+    cross-entropy covers every class; ``include_background`` and ``class_weights`` weigh the
+    Dice term only.
 
     Args:
         bce_weight: weight of the cross-entropy term.
@@ -530,6 +674,9 @@ class BCEDiceLoss(keras.losses.Loss):
         eps: Dice denominator floor and probability clip.
         per_image: Dice per image (True) or pooled over the batch (False).
         class_weights: Dice class weights (see `DiceLoss`).
+        include_background: score channel 0 in the Dice term (see `DiceLoss`).
+        ignore_index: a label of ``y_true`` whose pixels count in neither term.
+        regions: multilabel mode: the labels of each channel's region (see `DiceLoss`).
         name: name of the loss.
         reduction: Keras reduction of the per-image losses.
         dtype: dtype of the computation.
@@ -545,6 +692,9 @@ class BCEDiceLoss(keras.losses.Loss):
         eps: float = 1e-7,
         per_image: bool = False,
         class_weights: Sequence[float] | None = None,
+        include_background: bool | None = None,
+        ignore_index: int | None = None,
+        regions: Sequence[Sequence[int]] | None = None,
         name: str = "bce_dice_loss",
         reduction: str = "sum_over_batch_size",
         dtype=None,
@@ -559,14 +709,20 @@ class BCEDiceLoss(keras.losses.Loss):
             eps=eps,
             per_image=per_image,
             class_weights=class_weights,
+            include_background=include_background,
+            ignore_index=ignore_index,
+            regions=regions,
         )
 
     def call(self, y_true, y_pred):
         dice = self.dice
         dice_loss = dice.call(y_true, y_pred)
-        y_true, y_pred = _prepare(y_true, y_pred, dice.mode)
+        y_true, y_pred, valid = prepare_targets(
+            y_true, y_pred, dice.mode, dice.regions, dice.ignore_index
+        )
         cross_entropy = _cross_entropy(y_true, y_pred, dice.mode, dice.from_logits, dice.eps)
-        return self.bce_weight * _mean_over_images(cross_entropy) + self.dice_weight * dice_loss
+        cross_entropy = _mean_over_images(cross_entropy, valid)
+        return self.bce_weight * cross_entropy + self.dice_weight * dice_loss
 
     def get_config(self):
         config = super().get_config()
@@ -576,7 +732,17 @@ class BCEDiceLoss(keras.losses.Loss):
             dice_weight=self.dice_weight,
             **{
                 key: dice_config[key]
-                for key in ("mode", "from_logits", "smooth", "eps", "per_image", "class_weights")
+                for key in (
+                    "mode",
+                    "from_logits",
+                    "smooth",
+                    "eps",
+                    "per_image",
+                    "class_weights",
+                    "include_background",
+                    "ignore_index",
+                    "regions",
+                )
             },
         )
         return config
