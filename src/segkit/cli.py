@@ -332,6 +332,19 @@ def _class_options(function):
 @_random_weights_option
 @_precision_option
 @_class_options
+@click.option(
+    "--regions",
+    default=None,
+    metavar="REGIONS",
+    help='Score these regions of the label maps instead of the classes, e.g. "tumour=1,2,3;'
+    'glioma=2" (a run trained on regions says so itself).',
+)
+@click.option(
+    "--ignore-index",
+    type=click.IntRange(0, 255),
+    default=None,
+    help="A value of the true label maps, e.g. 255, whose pixels are not scored.",
+)
 @click.option("--quiet", is_flag=True, help="No progress output.")
 def evaluate(model, weights, predictions, data_dir, out, quiet, **options):
     """Score a model, or predicted masks, against true masks; print a table."""
