@@ -182,6 +182,21 @@ def write_text_report(path: Path, series_uid: str) -> Path:
     return path
 
 
+def reoriented(array: np.ndarray, affine: np.ndarray, permutation, flips):
+    """The same scan stored another way: axes permuted, then some flipped, affine to match.
+
+    New voxel axis ``a`` is old axis ``permutation[a]``; flipping axis ``a`` reads it from the
+    far end, so its affine column turns round and the origin moves to that end.
+    """
+    array = array.transpose(permutation)
+    affine = affine[:, [*permutation, 3]].copy()
+    for axis in flips:
+        array = np.flip(array, axis)
+        affine[:3, 3] += affine[:3, axis] * (array.shape[axis] - 1)
+        affine[:3, axis] *= -1
+    return np.ascontiguousarray(array), affine
+
+
 def build_patient(
     lgg_root: Path, patient: str, out: Path, numbers: range | None = None, step: int = 1
 ) -> PatientVolume:

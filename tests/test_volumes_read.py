@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from lgg_volumes import build_patient, write_nifti, write_text_report
+from lgg_volumes import build_patient, reoriented, write_nifti, write_text_report
 from pydicom.uid import generate_uid
 
 from segkit.data import DataError, volumes
@@ -22,21 +22,6 @@ PATIENT, NUMBERS = "TCGA_CS_4943_20000902", range(10, 20)
 @pytest.fixture(scope="session")
 def patient(lgg_root, tmp_path_factory):
     return build_patient(lgg_root, PATIENT, tmp_path_factory.mktemp("lgg-volume"), NUMBERS)
-
-
-def reoriented(array: np.ndarray, affine: np.ndarray, permutation, flips):
-    """The same scan stored another way: axes permuted, then some flipped, affine to match.
-
-    New voxel axis ``a`` is old axis ``permutation[a]``; flipping axis ``a`` reads it from the
-    far end, so its affine column turns round and the origin moves to that end.
-    """
-    array = array.transpose(permutation)
-    affine = affine[:, [*permutation, 3]].copy()
-    for axis in flips:
-        array = np.flip(array, axis)
-        affine[:3, 3] += affine[:3, axis] * (array.shape[axis] - 1)
-        affine[:3, axis] *= -1
-    return np.ascontiguousarray(array), affine
 
 
 def test_nifti_slices_are_the_tiff_slices(patient):

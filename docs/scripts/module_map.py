@@ -47,8 +47,15 @@ LAYERS = (
     ),
     (
         "jobs",
-        "train a model on one device or several; load one, predict and explain",
-        ("segkit.training", "segkit.distribute", "segkit.inference", "segkit.explain"),
+        "train a model on one device or several; load one, predict (images and volumes) and "
+        "explain",
+        (
+            "segkit.training",
+            "segkit.distribute",
+            "segkit.inference",
+            "segkit.volumes",
+            "segkit.explain",
+        ),
     ),
     ("reports", "score a model; export it", ("segkit.reports", "segkit.exporting")),
     ("demo", "the bundled sample, end to end", ("segkit.demo",)),
