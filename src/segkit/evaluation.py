@@ -4,7 +4,17 @@
 from segkit import evaluation
 scores = [evaluation.score(pred, true, spacing=(0.5, 0.5)) for pred, true in pairs]
 summary = evaluation.summarize(scores)   # summary["dice"]["mean"], summary["dice_pooled"], ...
+
+# A volume: 3-D Dice, and distances in mm from its voxel size.
+from segkit.data import volumes
+scan = volumes.read_volume("case.nii.gz")
+labels = volumes.read_labels("case_labels.nii.gz", scan)
+predicted = volumes.read_labels("masks/case_mask.nii.gz", scan)
+volume_scores = evaluation.score(predicted.array, labels.array, spacing=scan.spacing)
 ```
+
+Masks are 2-D or 3-D. ``spacing`` is the pixel (voxel) size along each axis, or one number
+for all; the default, None, is 1 along every axis, so distances are in pixels.
 
 Surface distances follow MONAI's defaults (``compute_hausdorff_distance(percentile=95)`` and
 ``compute_average_surface_distance(symmetric=True)``): a mask's surface is its foreground minus
@@ -16,7 +26,8 @@ the pixel ``spacing``.
   with linear interpolation between ranks.
 * ``assd`` is the mean over both directed sets together.
 
-Empty masks (``empty="one"``, the default):
+Empty masks follow one rule in `score`, `hd95` and `assd`, in 2-D and 3-D alike
+(``empty="one"``, the default):
 
 | case              | dice, iou, precision, recall | hd95, assd |
 |-------------------|------------------------------|------------|
@@ -25,7 +36,8 @@ Empty masks (``empty="one"``, the default):
 | only `true` empty | 0.0                          | NaN        |
 
 With ``empty="skip"`` the both-empty row is NaN instead, so `summarize` leaves those
-images out of means and medians and counts them under ``"nan"``. MONAI itself returns NaN for
+images out of means and medians and counts them under ``"nan"``. Bad input (masks, spacing,
+``empty``) is an error whether or not the masks are empty. MONAI itself returns NaN for
 both-empty and ``inf`` for one-empty distances; NaN is used here so one missed lesion cannot make
 a mean infinite while the count of NaNs still shows it. ``specificity`` is NaN only when the
 true mask covers the whole image and nothing is predicted outside it.
@@ -77,6 +89,8 @@ def _check_pair(pred, true) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _check_spacing(spacing, ndim: int) -> tuple[float, ...]:
+    if spacing is None:  # unit spacing, whatever the number of axes
+        return (1.0,) * ndim
     try:
         values = np.atleast_1d(np.asarray(spacing, dtype=float))
     except (TypeError, ValueError):
@@ -93,13 +107,13 @@ def surface(mask: np.ndarray) -> np.ndarray:
     return mask & ~ndimage.binary_erosion(mask)
 
 
-def surface_distances(pred, true, spacing=(1.0, 1.0)) -> tuple[np.ndarray, np.ndarray]:
+def surface_distances(pred, true, spacing=None) -> tuple[np.ndarray, np.ndarray]:
     """Distances from each surface pixel of one mask to the nearest surface pixel of the other.
 
     Args:
         pred: binary 2-D or 3-D mask.
         true: binary mask of the same shape.
-        spacing: pixel size along each axis (e.g. mm), or one number for all.
+        spacing: pixel size along each axis (e.g. mm), or one number for all; None for 1.
 
     Returns:
         ``(pred_to_true, true_to_pred)``: 1-D float arrays, one entry per surface pixel of
@@ -132,55 +146,70 @@ def _assd(pred_to_true: np.ndarray, true_to_pred: np.ndarray) -> float:
     return float(np.concatenate((pred_to_true, true_to_pred)).mean())
 
 
-def _distance(function, pred, true, spacing) -> float:
+def _check_empty(empty: str) -> None:
+    if empty not in EMPTY_POLICIES:
+        raise ValueError(f"empty must be one of {EMPTY_POLICIES}, got {empty!r}")
+
+
+def _distance(function, pred, true, spacing, empty: str) -> float:
+    _check_empty(empty)
     pred, true = _check_pair(pred, true)
+    spacing = _check_spacing(spacing, pred.ndim)
     if not pred.any() and not true.any():
-        return 0.0
+        return 0.0 if empty == "one" else float("nan")
     if not pred.any() or not true.any():
         return float("nan")
     return function(*surface_distances(pred, true, spacing))
 
 
-def hd95(pred, true, spacing=(1.0, 1.0)) -> float:
+def hd95(pred, true, spacing=None, empty: str = "one") -> float:
     """95th-percentile symmetric Hausdorff distance (MONAI's definition; see the module doc).
 
     Args:
         pred: binary 2-D or 3-D mask.
         true: binary mask of the same shape.
-        spacing: pixel size along each axis, or one number for all.
+        spacing: pixel size along each axis, or one number for all; None for 1.
+        empty: what two empty masks score, as in `score`: ``"one"`` (0.0) or ``"skip"`` (NaN).
 
     Returns:
-        The distance in units of ``spacing``; 0.0 if both masks are empty, NaN if one is.
+        The distance in units of ``spacing``; for empty masks see the module doc's table.
+
+    Raises:
+        ValueError: masks not binary, of different shapes, or bad ``spacing`` or ``empty``.
     """
-    return _distance(_hd95, pred, true, spacing)
+    return _distance(_hd95, pred, true, spacing, empty)
 
 
-def assd(pred, true, spacing=(1.0, 1.0)) -> float:
+def assd(pred, true, spacing=None, empty: str = "one") -> float:
     """Average symmetric surface distance: mean over both directed surface-distance sets.
 
     Args:
         pred: binary 2-D or 3-D mask.
         true: binary mask of the same shape.
-        spacing: pixel size along each axis, or one number for all.
+        spacing: pixel size along each axis, or one number for all; None for 1.
+        empty: what two empty masks score, as in `score`: ``"one"`` (0.0) or ``"skip"`` (NaN).
 
     Returns:
-        The distance in units of ``spacing``; 0.0 if both masks are empty, NaN if one is.
+        The distance in units of ``spacing``; for empty masks see the module doc's table.
+
+    Raises:
+        ValueError: masks not binary, of different shapes, or bad ``spacing`` or ``empty``.
     """
-    return _distance(_assd, pred, true, spacing)
+    return _distance(_assd, pred, true, spacing, empty)
 
 
 def _ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator else 0.0
 
 
-def score(pred, true, spacing=(1.0, 1.0), empty: str = "one") -> dict[str, float]:
+def score(pred, true, spacing=None, empty: str = "one") -> dict[str, float]:
     """Every per-image score of one predicted mask against its true mask.
 
     Args:
         pred: binary 2-D or 3-D predicted mask.
         true: binary true mask of the same shape.
-        spacing: pixel size along each axis (e.g. mm), or one number for all; only the
-            distances use it.
+        spacing: pixel size along each axis (e.g. mm), or one number for all; None for 1.
+            Only the distances use it.
         empty: what two empty masks score: ``"one"`` (dice, iou, precision, recall 1.0 and
             distances 0.0) or ``"skip"`` (all NaN, left out by `summarize`).
 
@@ -192,8 +221,7 @@ def score(pred, true, spacing=(1.0, 1.0), empty: str = "one") -> dict[str, float
     Raises:
         ValueError: masks not binary or of different shapes, bad ``spacing`` or ``empty``.
     """
-    if empty not in EMPTY_POLICIES:
-        raise ValueError(f"empty must be one of {EMPTY_POLICIES}, got {empty!r}")
+    _check_empty(empty)
     pred, true = _check_pair(pred, true)
     spacing = _check_spacing(spacing, pred.ndim)
     tp = float(np.count_nonzero(pred & true))
@@ -272,7 +300,7 @@ def summarize(scores: Iterable[Mapping[str, float]]) -> dict:
 
 
 def score_classes(
-    pred, true, names: Sequence[str], spacing=(1.0, 1.0), include_background: bool = False
+    pred, true, names: Sequence[str], spacing=None, include_background: bool = False
 ) -> dict[str, dict[str, float]]:
     """`score` of each class of a predicted label map against the true one.
 
@@ -280,7 +308,7 @@ def score_classes(
         pred: integer label map, 2-D or 3-D, values ``0..len(names)-1``.
         true: integer label map of the same shape.
         names: the class names, index = value; ``names[0]`` is background.
-        spacing: pixel size along each axis, or one number for all.
+        spacing: pixel size along each axis, or one number for all; None for 1.
         include_background: score class 0 too.
 
     Returns:
