@@ -238,3 +238,11 @@ def test_cli_axis_and_refusals(small, tiny_model, figshare_512, tmp_path):
     result = runner.invoke(cli, ["predict", str(cut), *model])
     assert result.exit_code == 2
     assert result.output.strip().startswith(f"segkit: error: cannot read {cut}: truncated")
+
+
+def test_progress_counts_the_slices(small, capsys):
+    scan = volumes.read_volume(small.image)
+    segkit.volumes.segment_volume(lopsided_segmenter((32, 32)), scan, batch_size=3, progress=True)
+    assert f"predict {SMALL}: {len(SMALL_NUMBERS)}/{len(SMALL_NUMBERS)} slices" in (
+        capsys.readouterr().err
+    )

@@ -25,7 +25,7 @@ segkit's models are 2-D, so a volume is segmented one slice at a time:
 Beside each mask, ``<name>_mask.json`` records how it was made: the model, the axis, the
 threshold and the intensity window. With ``overlays``, ``<name>_montage.png`` shows the slices
 that hold a prediction, outlined as `segkit.visualize` draws them, each tile marked with its
-index along the axis.
+index along the axis in the file (from 0).
 """
 
 from __future__ import annotations
@@ -84,6 +84,7 @@ def segment_volume(
     axis: int | None = None,
     threshold: float | None = None,
     batch_size: int = 8,
+    progress: bool = False,
 ) -> SegmentedVolume:
     """Segment every slice of ``volume`` along ``axis`` (default: its axial axis).
 
@@ -93,6 +94,7 @@ def segment_volume(
         axis: the voxel axis to cut slices along; None for the axial axis.
         threshold: probability above which a pixel is foreground; None takes the model's own.
         batch_size: slices per forward pass.
+        progress: show the count of slices done, the rate and the time left on standard error.
 
     Raises:
         ValueError: a bad ``axis`` or ``threshold``, or a model that reads channels a volume
@@ -105,6 +107,8 @@ def segment_volume(
     window = volumes.percentile_window(volume.array)
     images = _model_channels(slicing.slices(volumes.to_uint8(volume.array, window)), segmenter)
     masks = np.zeros(images.shape[:3], np.uint8)
+    label = f"predict {volumes.volume_name(volume.source)}"
+    shown = Progress(len(images), "slices", label, enabled=progress)
     channels = 1
     for start in range(0, len(images), batch_size):
         batch = images[start : start + batch_size]
@@ -112,6 +116,7 @@ def segment_volume(
             channels = probs.shape[-1]
             probs = resize_probabilities(probs, batch.shape[1:3])
             masks[start + offset] = to_mask(probs, threshold)
+        shown.update(len(batch))
     names = None
     if channels > 1:  # a multi-class model: its own class names where it records them
         names = segmenter.class_names or default_names(channels)
@@ -227,12 +232,16 @@ def predict_volumes(
         else load_model(model, weights, random_weights=random_weights, precision=precision)
     )
     out = check_writable(out)
-    shown = Progress(len(inputs), "volumes", "predict", enabled=progress)
     written = []
     for path in inputs:
         volume = volumes.read_volume(path)
         segmented = segment_volume(
-            segmenter, volume, axis=axis, threshold=threshold, batch_size=batch_size
+            segmenter,
+            volume,
+            axis=axis,
+            threshold=threshold,
+            batch_size=batch_size,
+            progress=progress,
         )
         name = volumes.volume_name(path)
         axis_used = segmented.slicing.axis
@@ -245,7 +254,6 @@ def predict_volumes(
         if picture is not None:
             write_png(out / f"{name}_montage.png", picture)
         write_json(out / f"{name}_mask.json", _record(path, segmenter, segmented, volume))
-        shown.update()
     return written
 
 
