@@ -23,7 +23,7 @@ LAYERS = (
     (
         "foundations",
         "files written atomically, plugin registries, progress lines, the backend, resizing, "
-        "mask values",
+        "mask values and their post-processing",
         (
             "segkit._io",
             "segkit._plugins",
@@ -32,6 +32,7 @@ LAYERS = (
             "segkit.environment",
             "segkit.resize",
             "segkit.masks",
+            "segkit.postprocess",
         ),
     ),
     ("data", "find, read, split and stream samples", ("segkit.data",)),
@@ -47,17 +48,14 @@ LAYERS = (
     ),
     (
         "jobs",
-        "train a model on one device or several; load one, predict (images and volumes) and "
-        "explain",
-        (
-            "segkit.training",
-            "segkit.distribute",
-            "segkit.inference",
-            "segkit.volumes",
-            "segkit.explain",
-        ),
+        "train a model on one device or several; load one, predict and explain",
+        ("segkit.training", "segkit.distribute", "segkit.inference", "segkit.explain"),
     ),
-    ("reports", "score a model; export it", ("segkit.reports", "segkit.exporting")),
+    (
+        "reports",
+        "score a model and choose its inference settings; export it",
+        ("segkit.reports", "segkit.tuning", "segkit.exporting"),
+    ),
     ("demo", "the bundled sample, end to end", ("segkit.demo",)),
     ("command line", "a thin click layer over the API", ("segkit.cli",)),
 )
@@ -84,9 +82,10 @@ This page is generated from the source by `docs/scripts/module_map.py`;
   `visualize.plot_curves`.
 - **predict** (`segkit predict`, `segkit.predict`): `inference.load_model` turns a run folder
   (through `runs.RunFolder`), a `.keras` or `.onnx` file, or a name with shipped weights
-  (`models.pretrained`) into a `Segmenter`; each image is read by `data.read_image`, resized by
-  `resize`, run, brought back to its size, thresholded by `masks.to_mask` and written with
-  `visualize.write_png` (and `visualize.overlay`).
+  (`models.pretrained`) into a `Segmenter` with the model's `InferenceSettings`; each image is
+  read by `data.read_image`, resized by `resize`, run (with its test-time augmentation copies),
+  brought back to its size, thresholded by `masks.to_mask`, post-processed by
+  `postprocess.apply` and written with `visualize.write_png` (and `visualize.overlay`).
 - **evaluate** (`segkit evaluate`, `segkit.evaluate`): `reports.evaluate` makes the same masks
   as predict (or reads masks made elsewhere), scores each against its truth with
   `evaluation.score` and summarises per image, pooled and per label.

@@ -72,13 +72,37 @@ def models(pattern: str) -> None:
         click.echo(f"{name:<18} {segkit.models.describe(name)}{suffix}")
 
 
-_threshold_option = click.option(
-    "--threshold",
-    default=None,
-    type=float,
-    help="Foreground above this probability [default: the model's own, 0.5 unless its weights "
-    "say otherwise].",
-)
+def inference_options(function):
+    """``--threshold``, ``--tta`` and ``--postprocess``, one per field of
+    `segkit.inference.InferenceSettings` (the one source of their names, choices and help),
+    and ``--no-defaults``. Each defaults to the model's stored setting; the command gets
+    ``defaults`` and the settings given (None: not given)."""
+    from segkit.inference import InferenceSettings
+
+    function = click.option(
+        "--no-defaults",
+        "defaults",
+        flag_value=False,
+        default=True,
+        help="Ignore the model's stored inference defaults: threshold 0.5, no TTA, no "
+        "post-processing, unless given.",
+    )(function)
+    for spec in reversed(fields(InferenceSettings)):
+        meta = spec.metadata
+        kind = click.Choice(meta["choices"]) if "choices" in meta else str
+        if spec.type in (float, "float"):
+            kind = float
+        function = click.option(
+            f"--{spec.name}",
+            spec.name,
+            default=None,
+            type=kind,
+            metavar=meta.get("metavar"),
+            help=f"{meta['help']} [default: the model's own; {spec.default} without]",
+        )(function)
+    return function
+
+
 
 
 _random_weights_option = click.option(
@@ -320,7 +344,7 @@ def _class_options(function):
 @click.option("--manifest", type=click.Path(), help="Split manifest (a run's split.json).")
 @click.option("--subset", type=click.Choice(["train", "val", "test"]), help="Part of --manifest.")
 @click.option("--at-model-size", is_flag=True, help="Score at the model's size, not the truth's.")
-@_threshold_option
+@inference_options
 @click.option("--batch-size", default=8, show_default=True, type=int, help="Images per pass.")
 @click.option(
     "--on-problem",
@@ -332,27 +356,33 @@ def _class_options(function):
 @_random_weights_option
 @_precision_option
 @_class_options
-@click.option(
-    "--regions",
-    default=None,
-    metavar="REGIONS",
-    help='Score these regions of the label maps instead of the classes, e.g. "tumour=1,2,3;'
-    'glioma=2" (a run trained on regions says so itself).',
-)
-@click.option(
-    "--ignore-index",
-    type=click.IntRange(0, 255),
-    default=None,
-    help="A value of the true label maps, e.g. 255, whose pixels are not scored.",
-)
 @click.option("--quiet", is_flag=True, help="No progress output.")
-def evaluate(model, weights, predictions, data_dir, out, quiet, **options):
+def evaluate(model, weights, predictions, data_dir, out, quiet, defaults, **options):
     """Score a model, or predicted masks, against true masks; print a table."""
     if model is None and predictions is None:
         raise click.UsageError("give --model or --predictions")
+    settings = {k: options.pop(k) for k in ("threshold", "tta", "postprocess")}
+    if predictions is not None and (not defaults or any(v is not None for v in settings.values())):
+        given = [f"--{k}" for k, v in settings.items() if v is not None]
+        raise click.UsageError(
+            f"{', '.join(given or ['--no-defaults'])} is for --model: --predictions are masks"
+        )
     _check_paths(("--data", data_dir), ("--model", model), ("--predictions", predictions))
     from segkit.reports import evaluate as run_evaluation
     from segkit.reports import format_table
+
+    if model is not None:
+        from segkit.inference import load_model
+
+        model = load_model(
+            model,
+            weights,
+            random_weights=options["random_weights"],
+            precision=options["precision"],
+            defaults=defaults,
+            **settings,
+        )
+
 
     report = run_evaluation(
         model,
@@ -372,61 +402,21 @@ def evaluate(model, weights, predictions, data_dir, out, quiet, **options):
 @_model_options
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("--out", required=True, type=click.Path(), help="Output folder.")
-@_threshold_option
+@inference_options
 @click.option("--batch-size", default=8, show_default=True, type=int)
 @click.option("--probabilities", is_flag=True, help="Also write probability maps.")
 @click.option("--overlays", is_flag=True, help="Also write overlay pictures.")
 @click.option("--true-masks", type=click.Path(), help="Folder of true masks for the overlays.")
 @_random_weights_option
 @_precision_option
-@click.option(
-    "--axis",
-    type=click.IntRange(0, 2),
-    help="Volumes: the voxel axis to segment slices along [default: the axial axis].",
-)
 @click.option("--quiet", is_flag=True, help="No progress output.")
-def predict(model, weights, inputs, out, quiet, axis, **options):
-    """Segment image files or folders, or volumes (NIfTI files, DICOM series folders); writes
-    <name>_mask.png per image, <name>_mask.nii.gz per volume."""
+def predict(model, weights, inputs, out, quiet, **options):
+    """Segment image files or folders; writes <name>_mask.png per image."""
     _check_paths(("--model", model), *(("input", i) for i in inputs))
-    from segkit.data.volumes import is_volume
-
-    if any(is_volume(i) for i in inputs):
-        _predict_volumes(model, weights, inputs, out, quiet, axis, options)
-        return
-    if axis is not None:
-        raise click.UsageError("--axis is for volumes (NIfTI files, DICOM series folders)")
     from segkit.inference import predict as run_prediction
 
     written = run_prediction(model, inputs, out, weights=weights, progress=not quiet, **options)
     click.echo(f"{len(written)} masks written to {out}")
-
-
-def _predict_volumes(model, weights, inputs, out, quiet, axis, options) -> None:
-    """`segkit predict` on volumes: a NIfTI label map per volume (`segkit.volumes`)."""
-    from segkit.data.volumes import is_volume
-    from segkit.volumes import predict_volumes
-
-    images = [i for i in inputs if not is_volume(i)]
-    if images:
-        raise click.UsageError(f"give volumes or images, not both: {images[0]} is not a volume")
-    for option in ("probabilities", "true_masks"):
-        if options.get(option):
-            raise click.UsageError(f"--{option.replace('_', '-')} is for images, not volumes")
-    written = predict_volumes(
-        model,
-        inputs,
-        out,
-        weights=weights,
-        axis=axis,
-        threshold=options["threshold"],
-        batch_size=options["batch_size"],
-        overlays=options["overlays"],
-        random_weights=options["random_weights"],
-        precision=options["precision"],
-        progress=not quiet,
-    )
-    click.echo(f"{len(written)} volume masks written to {out}")
 
 
 @cli.command()
@@ -503,11 +493,18 @@ def export(model, weights, fmt, out, random_weights, quantize, calibration):
 @cli.command()
 @click.option("--out", default="segkit-demo", show_default=True, type=click.Path())
 @click.option("--model", default=None, help="Registered model (default: one with shipped weights).")
-def demo(out, model):
+@click.option(
+    "--no-defaults",
+    "defaults",
+    flag_value=False,
+    default=True,
+    help="Ignore the weights' stored inference defaults (TTA, post-processing, threshold).",
+)
+def demo(out, model, defaults):
     """Segment the bundled MRI sample slices and report Dice."""
     from segkit.demo import run_demo
 
-    report = run_demo(out, model)
+    report = run_demo(out, model, defaults=defaults)
     click.echo(f"model: {report['model']}")
     click.echo(report["table"])
     if "note" in report:

@@ -17,7 +17,9 @@ def sample_dir() -> Path:
     return Path(str(files("segkit") / "sample"))
 
 
-def run_demo(out: str | Path = "segkit-demo", model: str | None = None) -> dict:
+def run_demo(
+    out: str | Path = "segkit-demo", model: str | None = None, *, defaults: bool = True
+) -> dict:
     """Segment the bundled sample with a model's shipped weights.
 
     Writes ``<out>/<n>_overlay.png`` (predicted outline red, true outline green),
@@ -28,6 +30,8 @@ def run_demo(out: str | Path = "segkit-demo", model: str | None = None) -> dict:
         model: a registered model name; by default the first model with shipped weights,
             preferring the notebook's ``unet``. A model without shipped weights runs with random
             weights and a warning: the masks are then meaningless, but every step runs.
+        defaults: False ignores the weights' stored inference defaults (test-time augmentation,
+            post-processing, threshold; see `segkit.load_model`).
 
     Returns:
         The evaluation report.
@@ -38,7 +42,7 @@ def run_demo(out: str | Path = "segkit-demo", model: str | None = None) -> dict:
         model = "unet" if shipped.available("unet") or not every else split_name(every[0])[0]
     tags = shipped.available(model)
     if tags:
-        segmenter = load_model(tags[0])
+        segmenter = load_model(tags[0], defaults=defaults)
     else:
         warnings.warn(
             f"no trained weights ship for {model!r} yet: the demo runs with RANDOM weights, "

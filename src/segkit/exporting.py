@@ -1,7 +1,9 @@
 """Exporting a model for serving without Keras: ONNX or a TensorFlow SavedModel.
 
-ONNX files carry the preprocessing they expect in their metadata, so ``segkit predict`` runs
-them on onnxruntime alone (``pip install 'segkit[onnx]'``). Exported models take channels-last
+ONNX files carry the preprocessing they expect and the model's inference defaults (threshold,
+test-time augmentation, post-processing: `segkit.inference.InferenceSettings`) in their
+metadata, so ``segkit predict`` runs them on onnxruntime alone (``pip install 'segkit[onnx]'``)
+and makes the masks the Keras model makes. Exported models take channels-last
 ``(B, H, W, C)`` float32 input, like the Keras models.
 
 Export runs on the TensorFlow and PyTorch backends. On JAX, Keras' ONNX path produced a graph
@@ -31,7 +33,13 @@ import numpy as np
 from segkit import data, evaluation
 from segkit._io import atomic_path, write_json
 from segkit.data.samples import image_files
-from segkit.inference import ONNX_METADATA_KEY, ONNX_QUANTIZATION_KEY, Segmenter, load_model
+from segkit.inference import (
+    ONNX_INFERENCE_KEY,
+    ONNX_METADATA_KEY,
+    ONNX_QUANTIZATION_KEY,
+    Segmenter,
+    load_model,
+)
 from segkit.models import split_name
 from segkit.runs import RunFolder
 
@@ -126,7 +134,7 @@ def export(
         with atomic_path(out) as tmp:
             _export_onnx(network, tmp)
             exported = onnx.load(str(tmp))
-            _set_metadata(exported, {ONNX_METADATA_KEY: json.dumps(asdict(prep))})
+            _set_metadata(exported, _metadata(segmenter))
             onnx.save(exported, str(tmp))
         return out
     # Export beside the target, then swap folders, so a failure leaves any old export intact.
@@ -140,6 +148,14 @@ def export(
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
     return out
+
+
+def _metadata(segmenter: Segmenter) -> dict[str, str]:
+    """What an exported file carries: the preprocessing and the inference defaults."""
+    return {
+        ONNX_METADATA_KEY: json.dumps(asdict(segmenter.prep)),
+        ONNX_INFERENCE_KEY: json.dumps(segmenter.settings.to_dict()),
+    }
 
 
 def _set_metadata(model, entries: dict[str, str]) -> None:
@@ -281,11 +297,7 @@ def _export_int8(segmenter: Segmenter, out: Path, slices: _Slices) -> Path:
         quality = _measure(float_path, quantized, segmenter.threshold, slices)
         exported = onnx.load(str(quantized))
         _set_metadata(
-            exported,
-            {
-                ONNX_METADATA_KEY: json.dumps(asdict(segmenter.prep)),
-                ONNX_QUANTIZATION_KEY: json.dumps(quality),
-            },
+            exported, {**_metadata(segmenter), ONNX_QUANTIZATION_KEY: json.dumps(quality)}
         )
         with atomic_path(out) as tmp:
             onnx.save(exported, str(tmp))

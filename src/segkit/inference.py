@@ -9,6 +9,19 @@ A *model spec* names what to run, in one of four forms:
 * a registry name with shipped weights: ``"resunet"`` with ``weights="figshare"``, or
   ``"resunet.figshare"``.
 
+How probabilities become masks is an `InferenceSettings`: the threshold, test-time
+augmentation (TTA) and post-processing (`segkit.postprocess`). Shipped weights, tuned run folders
+and ONNX files exported from either store their own, chosen on validation data
+(`segkit.tuning`); `load_model` applies them unless ``defaults=False``. Without stored
+defaults: threshold 0.5, no TTA, no post-processing.
+
+```python
+segmenter = segkit.load_model("resunet.figshare")           # its stored defaults
+segmenter.settings                                          # InferenceSettings(threshold=...)
+plain = segkit.load_model("resunet.figshare", defaults=False, tta="flips")
+masks = [plain.to_mask(p) for p in plain.predict(images)]   # at the model's size
+```
+
 Resizing lives in `segkit.resize`, thresholding in `segkit.masks`, pictures in
 `segkit.visualize`; `to_mask`, `overlay`, `write_png`, `resize_nearest` and
 `resize_probabilities` are re-exported here for code written against earlier versions.
@@ -20,17 +33,19 @@ import json
 import os
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
 
 from segkit import data
-from segkit._io import check_writable
+from segkit._io import check_writable, write_json
 from segkit.data.classes import default_names
 from segkit.data.intensity import IntensityRange
 from segkit.data.samples import find_image_file, image_files
 from segkit.masks import to_mask
+from segkit.postprocess import PostProcessing
+from segkit.postprocess import apply as postprocess_mask
 from segkit.progress import Progress
 from segkit.resize import resize_image, resize_nearest, resize_probabilities
 from segkit.runs import RunFolder, load_keras
@@ -39,11 +54,29 @@ from segkit.visualize import label_overlay, overlay, write_png
 ONNX_METADATA_KEY = "segkit.preprocessing"
 #: ONNX metadata of an int8 file: how `segkit.export` quantized it and the Dice it measured.
 ONNX_QUANTIZATION_KEY = "segkit.quantization"
+#: ONNX metadata of the inference defaults (an `InferenceSettings` as JSON) a file carries.
+ONNX_INFERENCE_KEY = "segkit.inference"
 #: What `load_model` can run a Keras model in.
 PRECISIONS = ("float32", "bfloat16")
+#: The file in a run folder that holds its tuned inference defaults (none until tuned).
+RUN_DEFAULTS_FILE = "inference.json"
+#: Test-time augmentation settings, and the symmetries of the square each averages over, as
+#: (quarter turns, mirrored): a copy is mirrored left-right (if mirrored), then turned
+#: anticlockwise. "flips" are the image, its left-right and up-down mirror images (a mirrored
+#: half turn) and both mirrors at once (a half turn).
+TTA_TRANSFORMS = {
+    "none": ((0, False),),
+    "flips": ((0, False), (0, True), (2, False), (2, True)),
+    "dihedral": tuple((turns, mirrored) for mirrored in (False, True) for turns in range(4)),
+}
+TTA_MODES = tuple(TTA_TRANSFORMS)
+#: Transformed copies run together in one call at least, however few images a batch holds.
+TTA_CHUNK = 8
 
 __all__ = [
+    "ONNX_INFERENCE_KEY",
     "ONNX_METADATA_KEY",
+    "InferenceSettings",
     "Segmenter",
     "image_files",
     "load_model",
@@ -57,6 +90,84 @@ __all__ = [
 ]
 
 
+def _setting(default, help: str, **cli):  # noqa: A002  (click's own word for it)
+    """An `InferenceSettings` field with the help (and CLI details: ``choices``, ``metavar``)
+    of the command-line option generated from it."""
+    return field(default=default, metadata={"help": help, **cli})
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """How a model's probabilities become masks.
+
+    The one source of ``--threshold``, ``--tta`` and ``--postprocess`` on ``segkit predict``
+    and ``segkit evaluate`` (names, choices and help come from these fields).
+
+    Attributes:
+        threshold: probability above which a pixel is foreground, for one-channel models (a
+            multi-class model gives each pixel its most probable class).
+        tta: test-time augmentation: ``"none"``; ``"flips"``, the mean of the probabilities of
+            the image and its three mirror images (left-right, up-down, both); ``"dihedral"``,
+            the mean over the 8 symmetries of the square (each quarter turn, mirrored or not;
+            square inputs only). Each copy's prediction is turned back before the mean, and
+            the copies of a batch run through the model together (see `TTA_TRANSFORMS`).
+        postprocess: `segkit.postprocess.PostProcessing` rules, or their text
+            (``"largest,fill-holes"``), run on each mask.
+    """
+
+    threshold: float = _setting(
+        0.5, "Foreground above this probability (one-channel models).", metavar="FLOAT"
+    )
+    tta: str = _setting(
+        "none",
+        "Test-time augmentation: the mean of the probabilities of the image and its mirror "
+        "images (flips: 4 copies) or its mirror images and quarter turns (dihedral: 8).",
+        choices=TTA_MODES,
+    )
+    postprocess: PostProcessing = _setting(
+        PostProcessing(),
+        "Post-processing: none, or a comma-separated list of largest (keep the largest "
+        "region), min-size=N (drop regions under N pixels at the model's input size), "
+        "fill-holes and at-least-one (never an empty mask: keep the region around the most "
+        "probable pixel).",
+        metavar="RULES",
+    )
+
+    def __post_init__(self):
+        if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)):
+            raise ValueError(f"threshold must be a number between 0 and 1, got {self.threshold!r}")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold must be between 0 and 1, got {self.threshold}")
+        if self.tta not in TTA_MODES:
+            raise ValueError(f"tta must be one of {', '.join(TTA_MODES)}, got {self.tta!r}")
+        # Frozen: set the converted values the way dataclasses do.
+        object.__setattr__(self, "threshold", float(self.threshold))
+        object.__setattr__(self, "postprocess", PostProcessing.parse(self.postprocess))
+
+    def replace(self, **changes) -> InferenceSettings:
+        """These settings with some changed; a change of None leaves that setting as it is."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def to_dict(self) -> dict:
+        """The settings as JSON values (post-processing as its text)."""
+        return {"threshold": self.threshold, "tta": self.tta, "postprocess": str(self.postprocess)}
+
+    @classmethod
+    def from_dict(cls, record: dict) -> InferenceSettings:
+        """Settings from `to_dict`'s JSON; a missing setting takes its default.
+
+        Raises:
+            ValueError: a setting that does not exist, or a bad value, naming it.
+        """
+        unknown = sorted(set(record) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown inference settings {unknown}")
+        return cls(**record)
+
+    def __str__(self) -> str:
+        return f"threshold {self.threshold:g}, TTA {self.tta}, post-processing {self.postprocess}"
+
+
 @dataclass
 class Segmenter:
     """A model ready to segment images, with the preprocessing it was trained with.
@@ -66,8 +177,8 @@ class Segmenter:
         prep: how images are brought to the model's input.
         name: where the model came from, for reports.
         network: the Keras model, or None for an ONNX model.
-        threshold: the probability above which a pixel is foreground, unless a caller says
-            otherwise (shipped weights carry their own; 0.5 elsewhere).
+        settings: how probabilities become masks (`InferenceSettings`): the model's stored
+            defaults unless the caller chose others (see `load_model`).
         precision: what the model computes in: ``"float32"``, ``"bfloat16"`` (a Keras model in
             bfloat16, outputs float32) or ``"int8"`` (an ONNX file quantized by `segkit.export`).
         intensity: the intensity range of the training images, where the model records one
@@ -80,10 +191,22 @@ class Segmenter:
     prep: data.Preprocessing
     name: str
     network: object = None
-    threshold: float = 0.5
+    settings: InferenceSettings = InferenceSettings()
     precision: str = "float32"
     intensity: IntensityRange | None = None
     class_names: tuple[str, ...] | None = None
+
+    @property
+    def threshold(self) -> float:
+        """The settings' threshold."""
+        return self.settings.threshold
+
+    def with_settings(self, *, defaults: bool = True, **changes) -> Segmenter:
+        """A copy with some settings changed (None: unchanged); ``defaults=False`` starts from
+        `InferenceSettings` (threshold 0.5, no TTA, no post-processing) instead of the
+        current settings."""
+        base = self.settings if defaults else InferenceSettings()
+        return replace(self, settings=base.replace(**changes))
 
     def unusual(self, image: np.ndarray) -> str | None:
         """How a ``uint8`` image lies outside the training images' intensities, or None."""
@@ -93,11 +216,63 @@ class Segmenter:
 
     def predict(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Probabilities ``(B, H, W, K)`` at the model's size for ``uint8 (H, W, C)`` images of
-        any size (each is resized and normalised as the model was trained)."""
+        any size (each is resized and normalised as the model was trained), averaged over the
+        settings' test-time augmentation."""
+        return self.predict_tta(images, (self.settings.tta,))[self.settings.tta]
+
+    def predict_tta(self, images: Sequence[np.ndarray], modes: Sequence[str]) -> dict:
+        """Probabilities as `predict` gives them under each test-time augmentation in
+        ``modes``, from one pass per transform: ``"dihedral"`` holds the transforms of
+        ``"flips"``, which holds the image itself.
+
+        Returns:
+            ``{mode: (B, H, W, K) probabilities}``.
+
+        Raises:
+            ValueError: an unknown mode, or quarter turns of a model whose input is not square.
+        """
+        unknown = [mode for mode in modes if mode not in TTA_TRANSFORMS]
+        if unknown:
+            raise ValueError(f"tta must be one of {', '.join(TTA_MODES)}, got {unknown[0]!r}")
         batch = np.stack(
             [data.normalize(resize_image(i, self.prep.size), self.prep) for i in images]
         )
-        return np.asarray(self.run(batch), dtype=np.float32)
+        transforms = list(dict.fromkeys(t for mode in modes for t in TTA_TRANSFORMS[mode]))
+        height, width = batch.shape[1:3]
+        if height != width and any(turns % 2 for turns, _ in transforms):
+            raise ValueError(
+                f"tta 'dihedral' turns images by quarter turns, which needs a square input; "
+                f"{self.name} takes {height}x{width}: use tta 'flips'"
+            )
+        copies = np.concatenate([_transformed(batch, *t) for t in transforms])
+        chunk = max(len(batch), TTA_CHUNK)
+        outputs = np.concatenate(
+            [
+                np.asarray(self.run(copies[start : start + chunk]), dtype=np.float32)
+                for start in range(0, len(copies), chunk)
+            ]
+        )
+        turned_back = {
+            t: _turned_back(outputs[i * len(batch) : (i + 1) * len(batch)], *t)
+            for i, t in enumerate(transforms)
+        }
+        return {
+            mode: np.mean([turned_back[t] for t in TTA_TRANSFORMS[mode]], axis=0, dtype=np.float32)
+            for mode in modes
+        }
+
+    def to_mask(self, probabilities: np.ndarray, threshold: float | None = None) -> np.ndarray:
+        """The ``uint8 (H, W)`` mask of ``(H, W, K)`` probabilities, at the model's size or
+        resized to an image's own: thresholded (one channel; at ``threshold`` if given, else
+        the settings') or each pixel's most probable class, then post-processed as the
+        settings say (``min_size`` scaled from the model's input size to the mask's)."""
+        mask = to_mask(probabilities, self.threshold if threshold is None else threshold)
+        rules = self.settings.postprocess
+        if rules:
+            height, width = self.prep.size
+            rules = rules.scaled(mask.size / (height * width))
+            mask = postprocess_mask(mask, rules, probabilities)
+        return mask
 
     def probabilities(self, paths: Sequence[str | Path], batch_size: int = 8) -> Iterator:
         """Yield ``(path, image, probabilities)`` per file: the ``uint8`` image as read and the
@@ -108,6 +283,20 @@ class Segmenter:
             images = [data.read_image(p, self.prep.channels) for p in chunk]
             for path, image, probs in zip(chunk, images, self.predict(images)):
                 yield Path(path), image, resize_probabilities(probs, image.shape[:2])
+
+
+def _transformed(batch: np.ndarray, turns: int, mirrored: bool) -> np.ndarray:
+    """``(B, H, W, C)`` images mirrored left-right (if ``mirrored``), then turned ``turns``
+    quarter turns anticlockwise."""
+    if mirrored:
+        batch = batch[:, :, ::-1]
+    return np.rot90(batch, turns, axes=(1, 2))
+
+
+def _turned_back(batch: np.ndarray, turns: int, mirrored: bool) -> np.ndarray:
+    """The inverse of `_transformed`: turned back, then mirrored back."""
+    batch = np.rot90(batch, -turns, axes=(1, 2))
+    return batch[:, :, ::-1] if mirrored else batch
 
 
 def _class_names(segmenter: Segmenter, channels: int) -> tuple[str, ...] | None:
@@ -125,8 +314,18 @@ def load_model(
     *,
     random_weights: bool = False,
     precision: str = "float32",
+    defaults: bool = True,
+    threshold: float | None = None,
+    tta: str | None = None,
+    postprocess: str | PostProcessing | None = None,
 ) -> Segmenter:
     """Load a model spec (see the module docstring) as a `Segmenter`.
+
+    Its `InferenceSettings` are the model's stored defaults: those of shipped weights, of a run
+    folder that was tuned (its ``inference.json``) and of an ONNX file exported from either;
+    a model without any gets `InferenceSettings()` (threshold 0.5, no TTA, no
+    post-processing), as does every model with ``defaults=False``. ``threshold``, ``tta`` and
+    ``postprocess`` override single settings either way.
 
     ``precision="bfloat16"`` runs a Keras model in bfloat16 (weights kept in float32, outputs
     float32): faster on CPUs that compute bfloat16 natively (AVX-512 BF16 or AMX; see
@@ -141,8 +340,19 @@ def load_model(
         FileNotFoundError: a path that does not exist, or a run folder without a checkpoint.
         KeyError: an unknown model name or weights tag.
         ValueError: a file that is not a Keras or ONNX model; an unknown precision, bfloat16
-            for an ONNX model or on a CPU without native bfloat16.
+            for an ONNX model or on a CPU without native bfloat16; a bad setting.
     """
+    changes = {"threshold": threshold, "tta": tta, "postprocess": postprocess}
+    InferenceSettings().replace(**changes)  # a bad setting fails before a model loads
+    segmenter = _load(spec, weights, random_weights, precision)
+    segmenter.settings = (segmenter.settings if defaults else InferenceSettings()).replace(
+        **changes
+    )
+    return segmenter
+
+
+def _load(spec: str | Path, weights: str | None, random_weights: bool, precision: str):
+    """The `Segmenter` of a model spec, with the model's stored inference defaults."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     path = Path(spec)
@@ -162,6 +372,7 @@ def load_model(
         )
         segmenter.intensity = run.intensity()
         segmenter.class_names = tuple(run.config().class_names) or None
+        segmenter.settings = run_defaults(path) or InferenceSettings()
         return segmenter
     if path.suffix == ".keras":
         network = load_keras(path)
@@ -205,10 +416,44 @@ def _load_registered(
         return _keras_segmenter(network, _prep_for(network), name, precision=precision)
     header = pretrained.pretrained_header(name, tag)
     prep = data.Preprocessing(**header["preprocessing"])
-    segmenter = _keras_segmenter(network, prep, f"{name}.{tag}", header["threshold"], precision)
+    segmenter = _keras_segmenter(network, prep, f"{name}.{tag}", precision=precision)
+    segmenter.settings = stored_settings(header)
     if "intensity" in header:
         segmenter.intensity = IntensityRange.from_dict(header["intensity"])
     return segmenter
+
+
+def stored_settings(header: dict) -> InferenceSettings:
+    """The inference defaults a weights file's header stores (see
+    `segkit.models.pretrained.read_header`): its ``inference`` field, or, in files written
+    before it existed, the header's threshold with no TTA and no post-processing."""
+    if "inference" in header:
+        return InferenceSettings.from_dict(header["inference"])
+    return InferenceSettings(threshold=header.get("threshold", 0.5))
+
+
+def run_defaults(run_dir: str | Path) -> InferenceSettings | None:
+    """A run folder's tuned inference defaults (its ``inference.json``), or None before it was
+    tuned.
+
+    Raises:
+        ValueError: an ``inference.json`` that does not hold settings, naming it.
+    """
+    path = Path(run_dir) / RUN_DEFAULTS_FILE
+    if not path.is_file():
+        return None
+    try:
+        return InferenceSettings.from_dict(json.loads(path.read_text())["settings"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path} does not hold inference settings: {exc}") from None
+
+
+def save_run_defaults(run_dir: str | Path, settings: InferenceSettings, **record) -> Path:
+    """Write a run folder's inference defaults, which `load_model` then applies, with what
+    chose them (``record``: JSON values, e.g. the validation table); returns the file."""
+    path = Path(run_dir) / RUN_DEFAULTS_FILE
+    write_json(path, {"settings": settings.to_dict(), **record})
+    return path
 
 
 def warn_unusual(segmenter: Segmenter, flagged: list[tuple[str, str]], total: int) -> None:
@@ -231,7 +476,7 @@ def _prep_for(network) -> data.Preprocessing:
 
 
 def _keras_segmenter(
-    network, prep: data.Preprocessing, name: str, threshold=0.5, precision: str = "float32"
+    network, prep: data.Preprocessing, name: str, precision: str = "float32"
 ) -> Segmenter:
     if precision == "bfloat16":
         network = _in_bfloat16(network)
@@ -239,7 +484,7 @@ def _keras_segmenter(
     def run(batch):
         return network.predict_on_batch(batch)
 
-    return Segmenter(run, prep, name, network, threshold, precision)
+    return Segmenter(run, prep, name, network, precision=precision)
 
 
 def _check_native_bfloat16() -> None:
@@ -308,7 +553,10 @@ def _load_onnx(path: Path) -> Segmenter:
         return session.run(None, {input_name: batch.astype(np.float32)})[0]
 
     precision = "int8" if ONNX_QUANTIZATION_KEY in metadata else "float32"
-    return Segmenter(run, prep, str(path), precision=precision)
+    settings = InferenceSettings()
+    if ONNX_INFERENCE_KEY in metadata:
+        settings = InferenceSettings.from_dict(json.loads(metadata[ONNX_INFERENCE_KEY]))
+    return Segmenter(run, prep, str(path), settings=settings, precision=precision)
 
 
 def _physical_cores() -> int:
@@ -333,6 +581,9 @@ def predict(
     *,
     weights: str | None = None,
     threshold: float | None = None,
+    tta: str | None = None,
+    postprocess: str | PostProcessing | None = None,
+    defaults: bool = True,
     batch_size: int = 8,
     probabilities: bool = False,
     overlays: bool = False,
@@ -349,8 +600,13 @@ def predict(
         out: output folder; gets ``<name>_mask.png`` per input image: 0/255 from a binary
             model, the class index ``0..K-1`` (a label map) from a multi-class one.
         weights: weights tag when ``model`` is a registry name.
-        threshold: probability above which a pixel is foreground; None takes the model's own
-            (shipped weights carry one; 0.5 elsewhere).
+        threshold: probability above which a pixel is foreground; None takes the model's
+            (see `InferenceSettings`).
+        tta: test-time augmentation, ``"none"``, ``"flips"`` or ``"dihedral"``; None takes
+            the model's.
+        postprocess: post-processing rules (`segkit.postprocess.PostProcessing` or its text,
+            e.g. ``"largest,fill-holes"``); None takes the model's.
+        defaults: False ignores the model's stored inference defaults (see `load_model`).
         batch_size: images per forward pass.
         probabilities: also write ``<name>_prob.png``, the probability scaled to 0-255
             (multi-class: ``<name>_prob_<class>.png`` per foreground class).
@@ -368,15 +624,20 @@ def predict(
     Returns:
         The mask files written.
     """
-    if threshold is not None and not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
+    changes = {"threshold": threshold, "tta": tta, "postprocess": postprocess}
+    InferenceSettings().replace(**changes)  # a bad setting fails before any work
     files = image_files(inputs)
-    segmenter = (
-        model
-        if isinstance(model, Segmenter)
-        else load_model(model, weights, random_weights=random_weights, precision=precision)
-    )
-    threshold = segmenter.threshold if threshold is None else threshold
+    if isinstance(model, Segmenter):
+        segmenter = model.with_settings(defaults=defaults, **changes)
+    else:
+        segmenter = load_model(
+            model,
+            weights,
+            random_weights=random_weights,
+            precision=precision,
+            defaults=defaults,
+            **changes,
+        )
     out = check_writable(out)
     written = []
     shown = Progress(len(files), "images", "predict", enabled=progress)
@@ -385,7 +646,7 @@ def predict(
         shown.update()
         if why := segmenter.unusual(image):
             flagged.append((path.name, why))
-        mask = to_mask(probs, threshold)
+        mask = segmenter.to_mask(probs)
         scale = 255 if probs.shape[-1] == 1 else 1
         mask_path = out / f"{path.stem}_mask.png"
         write_png(mask_path, (mask * scale).astype(np.uint8))

@@ -8,6 +8,12 @@ argument, defaults included, except ``data_format``), the preprocessing the mode
 the threshold of its masks. A shipped model is built from its file's header, so changing a
 builder's default later cannot change what shipped weights compute.
 
+The header may also hold ``inference``: the model's inference defaults (threshold, test-time
+augmentation and post-processing, as `segkit.inference.InferenceSettings.to_dict` writes them),
+chosen on validation data, with ``inference_chosen_on`` saying how; `segkit.load_model` applies
+them, and they supersede ``threshold``. Files without them load with the header's threshold, no
+TTA and no post-processing. `set_inference_defaults` changes them without touching the arrays.
+
 ```python
 segkit.models.pretrained.available()              # ["resunet.figshare"]
 network = segkit.models.get("resunet.figshare")   # built from the file's config, verified
@@ -117,6 +123,8 @@ def save_weights(
     preprocessing,
     threshold: float = 0.5,
     intensity=None,
+    inference=None,
+    inference_chosen_on: str | None = None,
 ) -> str:
     """Write ``model``'s weights and how to rebuild and feed it to an ``.npz``; return its SHA-256.
 
@@ -130,6 +138,9 @@ def save_weights(
         threshold: probability above which a pixel is foreground.
         intensity: the `segkit.data.intensity.IntensityRange` of the training images (or its
             dict), so that inputs unlike them are noticed; None records none.
+        inference: the model's inference defaults, a `segkit.inference.InferenceSettings` (or
+            its dict); None records none.
+        inference_chosen_on: how they were chosen (data, split, score), for its model card.
 
     Raises:
         ValueError: config or preprocessing that cannot describe the model.
@@ -157,22 +168,58 @@ def save_weights(
     }
     if intensity is not None:
         header["intensity"] = intensity if isinstance(intensity, dict) else intensity.to_dict()
+    header.update(_inference_fields(inference, inference_chosen_on))
+    arrays = {}
+    for variable in model.weights:
+        arrays[variable.path] = np.asarray(variable.numpy(), np.float16)
+    return _write(path, header, arrays)
+
+
+def set_inference_defaults(path: str | Path, inference, chosen_on: str | None = None) -> str:
+    """Store (or, with None, remove) a weights file's inference defaults; the arrays are
+    written back unchanged, bit for bit. Returns the file's new SHA-256.
+
+    Args:
+        path: a weights file written by `save_weights`.
+        inference: a `segkit.inference.InferenceSettings` (or its dict), or None.
+        chosen_on: how they were chosen (data, split, score), for the model card.
+
+    Raises:
+        ValueError: a file that is not a weights file with a header.
+    """
+    header = read_header(path)  # checks the format; its tuples go back to JSON lists
+    stored = _read_arrays(path)
+    del stored[HEADER_KEY]
+    for key in ("inference", "inference_chosen_on"):
+        header.pop(key, None)
+    header.update(_inference_fields(inference, chosen_on))
+    return _write(path, header, stored)
+
+
+def _inference_fields(inference, chosen_on: str | None) -> dict:
+    if inference is None:
+        return {}
+    fields = {"inference": inference if isinstance(inference, dict) else inference.to_dict()}
+    if chosen_on:
+        fields["inference_chosen_on"] = chosen_on
+    return fields
+
+
+def _write(path: str | Path, header: dict, arrays: dict[str, np.ndarray]) -> str:
+    """Write the header and arrays to ``path`` atomically; return the file's SHA-256."""
     try:
         header_bytes = json.dumps(header).encode()
     except TypeError as exc:
         raise ValueError(f"config and preprocessing must be JSON values: {exc}") from None
-    arrays = {HEADER_KEY: np.frombuffer(header_bytes, np.uint8)}
-    for variable in model.weights:
-        arrays[variable.path] = np.asarray(variable.numpy(), np.float16)
     path = Path(path)
     with atomic_path(path) as tmp:
-        np.savez_compressed(tmp, **arrays)
+        np.savez_compressed(tmp, **{HEADER_KEY: np.frombuffer(header_bytes, np.uint8)}, **arrays)
     return sha256(path)
 
 
 def read_header(path: str | Path) -> dict:
     """The header of a weights file: builder, config, preprocessing and threshold (and, where
-    recorded, the intensity range of the training images).
+    recorded, the intensity range of the training images and the inference defaults).
 
     JSON has no tuples; ``input_shape``, ``size`` and ``channels`` come back as the tuples the
     builders and `segkit.data.Preprocessing` are given.

@@ -1,0 +1,104 @@
+"""Choosing inference settings on validation data: the grid, its scores and the choice."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import ndimage
+
+import segkit
+from segkit import data
+from segkit.demo import sample_dir
+from segkit.inference import InferenceSettings, Segmenter, load_model
+from segkit.reports import evaluate
+from segkit.tuning import POSTPROCESSING, THRESHOLDS, tune_inference
+
+SPECKS = ((slice(8, 11), slice(8, 11)), (slice(244, 247), slice(120, 123)))
+
+
+@pytest.fixture(scope="module")
+def probability_slices(tmp_path_factory):
+    """Slices whose pixels are the probabilities a model would give: 0.4 on the true tumour
+    (the bundled masks, at 256x256), 0.9 on two 3x3 specks away from it, 0 elsewhere."""
+    folder = tmp_path_factory.mktemp("slices")
+    (folder / "images").mkdir()
+    (folder / "masks").mkdir()
+    for path in sorted((sample_dir() / "masks").glob("*_mask.png")):
+        truth = np.asarray(Image.open(path).resize((256, 256), Image.Resampling.NEAREST)) > 0
+        image = np.where(truth, 102, 0).astype(np.uint8)  # 102 / 255 = 0.4
+        for speck in SPECKS:
+            assert not ndimage.binary_dilation(truth, iterations=3)[speck].any()
+            image[speck] = 230  # 0.9
+        key = path.name.removesuffix("_mask.png")
+        Image.fromarray(image).save(folder / "images" / f"{key}.png")
+        Image.fromarray(truth.astype(np.uint8) * 255).save(folder / "masks" / path.name)
+    return folder
+
+
+def identity_model() -> Segmenter:
+    """A "model" that returns its input: the probabilities are the slices' pixels / 255."""
+    return Segmenter(lambda batch: batch, data.Preprocessing(size=(256, 256)), "identity")
+
+
+def test_the_best_settings_recover_the_tumour(probability_slices):
+    samples = data.find_samples(probability_slices)
+    tuning = tune_inference(identity_model(), samples)
+    assert len(tuning.rows) == 3 * len(POSTPROCESSING) * len(THRESHOLDS) and tuning.images == 6
+    # Below 0.4 the whole tumour is found; 20 pixels drop the 9-pixel specks (largest would
+    # too, later in the grid); the model's output is symmetric, so no TTA is the first best.
+    assert tuning.best == InferenceSettings(threshold=0.35, tta="none", postprocess="min-size=20")
+    assert tuning.score(tuning.best)["dice_mean"] == 1.0
+    # At 0.5 only the specks are found: Dice 0 on every slice, and no slice is missed...
+    plain = tuning.score(InferenceSettings())
+    assert plain["dice_mean"] == 0.0 and plain["misses"] == 0
+    # ... until they are dropped too: then every mask is empty, and "at least one region"
+    # brings back the most probable one, a speck.
+    dropped = tuning.score(InferenceSettings(postprocess="min-size=20"))
+    assert dropped["misses"] == 6
+    rescued = tuning.score(InferenceSettings(postprocess="min-size=20,at-least-one"))
+    assert rescued["misses"] == 0 and rescued["dice_mean"] == 0.0
+
+
+def test_the_record_and_the_table(probability_slices):
+    tuning = tune_inference(identity_model(), data.find_samples(probability_slices), ttas=("none",))
+    record = tuning.record("six test slices")
+    assert record["chosen_on"] == "six test slices" and record["images"] == 6
+    assert record["dice_mean"] == 1.0 and record["plain_dice_mean"] == 0.0
+    assert record["table"] == tuning.rows
+    lines = tuning.format_table(rows=3).splitlines()
+    assert lines[0].split() == ["tta", "postprocess", "threshold", "dice", "misses"]
+    assert lines[1].split() == ["none", "min-size=20", "0.35", "1.0000", "0"]
+    assert len(lines) == 5 and "chosen: threshold 0.35, TTA none" in lines[-1]
+
+
+@pytest.mark.backend
+def test_each_score_is_the_per_image_dice_segkit_evaluate_gives(tmp_path):
+    path = tmp_path / "tiny.keras"
+    segkit.models.get("unet", input_shape=(32, 32, 1), base_filters=4, depth=2).save(path)
+    model = load_model(path)
+    images = sorted((sample_dir() / "images").glob("*.png"))
+    probabilities = model.predict([data.read_image(p) for p in images])
+    middle = float(np.round(np.median(probabilities), 2))  # masks neither empty nor full
+    grid = [middle - 0.01, middle, middle + 0.01]
+    # The bundled slices are mostly 512x512: scored at their own size, as evaluate does.
+    tuning = tune_inference(model, data.find_samples(sample_dir()), thresholds=grid)
+    for settings in (
+        InferenceSettings(threshold=middle),
+        InferenceSettings(threshold=grid[0], tta="flips", postprocess="largest,fill-holes"),
+        InferenceSettings(threshold=grid[2], tta="dihedral", postprocess="min-size=100"),
+    ):
+        report = evaluate(model.with_settings(defaults=False, **vars(settings)), sample_dir())
+        assert tuning.score(settings)["dice_mean"] == pytest.approx(report["dice_mean"], abs=1e-12)
+
+
+def test_only_one_channel_models_with_samples_are_tuned(probability_slices):
+    with pytest.raises(ValueError, match="needs validation samples; got none"):
+        tune_inference(identity_model(), [])
+    three = Segmenter(
+        lambda batch: batch,
+        data.Preprocessing(size=(256, 256), num_classes=3),
+        "three classes",
+    )
+    with pytest.raises(ValueError, match="one-channel models; three classes predicts 3 classes"):
+        tune_inference(three, data.find_samples(probability_slices))
