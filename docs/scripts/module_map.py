@@ -48,8 +48,15 @@ LAYERS = (
     ),
     (
         "jobs",
-        "train a model on one device or several; load one, predict and explain",
-        ("segkit.training", "segkit.distribute", "segkit.inference", "segkit.explain"),
+        "train a model on one device or several; load one, predict (images and volumes) and "
+        "explain",
+        (
+            "segkit.training",
+            "segkit.distribute",
+            "segkit.inference",
+            "segkit.volumes",
+            "segkit.explain",
+        ),
     ),
     (
         "reports",

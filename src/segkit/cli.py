@@ -356,6 +356,19 @@ def _class_options(function):
 @_random_weights_option
 @_precision_option
 @_class_options
+@click.option(
+    "--regions",
+    default=None,
+    metavar="REGIONS",
+    help='Score these regions of the label maps instead of the classes, e.g. "tumour=1,2,3;'
+    'glioma=2" (a run trained on regions says so itself).',
+)
+@click.option(
+    "--ignore-index",
+    type=click.IntRange(0, 255),
+    default=None,
+    help="A value of the true label maps, e.g. 255, whose pixels are not scored.",
+)
 @click.option("--quiet", is_flag=True, help="No progress output.")
 def evaluate(model, weights, predictions, data_dir, out, quiet, defaults, **options):
     """Score a model, or predicted masks, against true masks; print a table."""
@@ -409,14 +422,54 @@ def evaluate(model, weights, predictions, data_dir, out, quiet, defaults, **opti
 @click.option("--true-masks", type=click.Path(), help="Folder of true masks for the overlays.")
 @_random_weights_option
 @_precision_option
+@click.option(
+    "--axis",
+    type=click.IntRange(0, 2),
+    help="Volumes: the voxel axis to segment slices along [default: the axial axis].",
+)
 @click.option("--quiet", is_flag=True, help="No progress output.")
-def predict(model, weights, inputs, out, quiet, **options):
-    """Segment image files or folders; writes <name>_mask.png per image."""
+def predict(model, weights, inputs, out, quiet, axis, **options):
+    """Segment image files or folders, or volumes (NIfTI files, DICOM series folders); writes
+    <name>_mask.png per image, <name>_mask.nii.gz per volume."""
     _check_paths(("--model", model), *(("input", i) for i in inputs))
+    from segkit.data.volumes import is_volume
+
+    if any(is_volume(i) for i in inputs):
+        _predict_volumes(model, weights, inputs, out, quiet, axis, options)
+        return
+    if axis is not None:
+        raise click.UsageError("--axis is for volumes (NIfTI files, DICOM series folders)")
     from segkit.inference import predict as run_prediction
 
     written = run_prediction(model, inputs, out, weights=weights, progress=not quiet, **options)
     click.echo(f"{len(written)} masks written to {out}")
+
+
+def _predict_volumes(model, weights, inputs, out, quiet, axis, options) -> None:
+    """`segkit predict` on volumes: a NIfTI label map per volume (`segkit.volumes`)."""
+    from segkit.data.volumes import is_volume
+    from segkit.volumes import predict_volumes
+
+    images = [i for i in inputs if not is_volume(i)]
+    if images:
+        raise click.UsageError(f"give volumes or images, not both: {images[0]} is not a volume")
+    for option in ("probabilities", "true_masks"):
+        if options.get(option):
+            raise click.UsageError(f"--{option.replace('_', '-')} is for images, not volumes")
+    written = predict_volumes(
+        model,
+        inputs,
+        out,
+        weights=weights,
+        axis=axis,
+        threshold=options["threshold"],
+        batch_size=options["batch_size"],
+        overlays=options["overlays"],
+        random_weights=options["random_weights"],
+        precision=options["precision"],
+        progress=not quiet,
+    )
+    click.echo(f"{len(written)} volume masks written to {out}")
 
 
 @cli.command()

@@ -29,6 +29,15 @@ entry of ``"images"``. Then ``dice_mean``, ``dice_pooled``, ``iou_mean``, ``iou_
 ``hd95_mean`` are means over the foreground classes of theirs; the other summary keys and each
 image's flat scores describe the mean over the classes the image holds.
 ``include_background`` is ``false``: background is not scored.
+
+Regions (``regions="tumour=1,2,3;glioma=2"``) are scored the same way, each region being the
+pixels whose label is one of its labels (`segkit.masks.regions_from_labels` of the true label
+map and of the predicted one, which a region model's probabilities become as
+`segkit.masks.labels_from_regions` paints them): ``"classes"`` then holds one entry per region,
+and ``"regions"`` says which labels each one holds.
+
+With ``ignore_index`` (e.g. 255 = unlabelled), pixels of that value in a true label map count
+as background in both truth and prediction, so they add to no class's counts.
 """
 
 from __future__ import annotations
@@ -41,8 +50,10 @@ import numpy as np
 
 from segkit import data, evaluation
 from segkit._io import write_json
+from segkit.data.classes import Regions, parse_regions
 from segkit.data.samples import find_image_file
 from segkit.inference import Segmenter, load_model, warn_unusual
+from segkit.masks import labels_from_regions, regions_from_labels, to_mask
 from segkit.progress import Progress
 from segkit.resize import resize_labels, resize_mask, resize_nearest, resize_probabilities
 
@@ -68,6 +79,8 @@ def evaluate(
     precision: str = "float32",
     num_classes: int | None = None,
     classes: str | list[str] | None = None,
+    regions: str | dict | Regions | None = None,
+    ignore_index: int | None = None,
 ) -> dict:
     """Score a model (or a folder of predicted masks) on a data folder.
 
@@ -95,6 +108,10 @@ def evaluate(
         num_classes: score label maps of this many classes (a multi-class model, or a
             ``classes.json`` beside the data, says so without it).
         classes: ``"tumour-type"`` or the class names (see `segkit.data.resolve_classes`).
+        regions: score these regions of the label maps (``"tumour=1,2,3;glioma=2"``, see
+            `segkit.data.classes.parse_regions`) instead of the classes; a model's
+            probabilities are then one channel per region.
+        ignore_index: a value of the true label maps (e.g. 255) whose pixels are not scored.
 
     Returns:
         The report; see the module docstring for its keys.
@@ -108,20 +125,38 @@ def evaluate(
     flagged: list[tuple[str, str]] = []  # inputs unlike the model's training images
     if predictions is not None:
         found = data.resolve_classes(data_dir, num_classes, classes)
-        pairs = _prediction_pairs(samples, Path(predictions), found)
+        regions = _check_regions(regions, found, ignore_index)
+        pairs = _prediction_pairs(samples, Path(predictions), found, ignore_index)
         source = str(predictions)
     else:
         if not isinstance(model, Segmenter):
             model = load_model(model, weights, random_weights=random_weights, precision=precision)
         threshold = model.threshold if threshold is None else threshold
         found = _model_classes(model, data_dir, num_classes, classes)
-        pairs = _model_pairs(model, samples, threshold, at_model_size, batch_size, flagged, found)
+        regions = _check_regions(regions, found, ignore_index)
+        pairs = _model_pairs(
+            model,
+            samples,
+            threshold,
+            at_model_size,
+            batch_size,
+            flagged,
+            found,
+            regions,
+            ignore_index,
+        )
         source = model.name
     shown = Progress(len(samples), "images", "evaluate", enabled=progress)
     scored, by_class = [], []
     for sample, predicted, true in pairs:
+        if ignore_index is not None:  # unlabelled pixels: background in both, never scored
+            unlabelled = true == ignore_index
+            predicted, true = np.where(unlabelled, 0, predicted), np.where(unlabelled, 0, true)
         if found is None:
             scored.append((sample, evaluation.score(predicted, true)))
+        elif regions is not None:
+            by_class.append(_score_regions(predicted, true, regions))
+            scored.append((sample, _mean_over_classes(by_class[-1])))
         else:
             by_class.append(evaluation.score_classes(predicted, true, found.names))
             scored.append((sample, _mean_over_classes(by_class[-1])))
@@ -137,6 +172,10 @@ def evaluate(
     }
     if found is not None:
         report.update(_class_summary(by_class))
+    if regions is not None:
+        report["regions"] = {
+            name: list(labels) for name, labels in zip(regions.names, regions.labels, strict=True)
+        }
     labels = sorted({s.label_name for s, _ in scored if s.label_name is not None})
     if labels:
         report["by_label"] = {
@@ -197,13 +236,41 @@ def _model_classes(segmenter: Segmenter, data_dir, num_classes, classes) -> data
     return data.Classes(tuple(names), segmenter.prep.class_source)
 
 
-def _read_truth(sample, classes: data.Classes | None):
+def _check_regions(regions, classes: data.Classes | None, ignore_index) -> Regions | None:
+    """The regions to score (None: the classes), checked against the label maps' classes."""
+    if classes is None and (regions is not None or ignore_index is not None):
+        raise ValueError(
+            "regions and ignore_index are for label maps: give num_classes, classes or a "
+            "classes.json beside the data"
+        )
+    return None if regions is None else parse_regions(regions, classes.names)
+
+
+def _score_regions(pred, true, regions: Regions) -> dict[str, dict[str, float]]:
+    """`segkit.evaluation.score` of each region of a predicted label map against the true one,
+    with the empty-class policy of `segkit.evaluation.score_classes`."""
+    pred_regions = regions_from_labels(pred, regions.labels)
+    true_regions = regions_from_labels(true, regions.labels)
+    return {
+        name: evaluation.score(pred_regions[..., r], true_regions[..., r], empty="skip")
+        for r, name in enumerate(regions.names)
+    }
+
+
+def _read_truth(sample, classes: data.Classes | None, ignore_index: int | None = None):
     if classes is None:
         return data.read_mask(sample)
-    return data.read_mask(sample, num_classes=classes.num_classes, class_source=classes.source)
+    return data.read_mask(
+        sample,
+        num_classes=classes.num_classes,
+        class_source=classes.source,
+        ignore_index=ignore_index,
+    )
 
 
-def _prediction_pairs(samples, folder: Path, classes: data.Classes | None = None) -> Iterator:
+def _prediction_pairs(
+    samples, folder: Path, classes: data.Classes | None = None, ignore_index: int | None = None
+) -> Iterator:
     if not folder.is_dir():
         raise FileNotFoundError(f"predictions folder {folder} does not exist")
     missing = []
@@ -219,7 +286,7 @@ def _prediction_pairs(samples, folder: Path, classes: data.Classes | None = None
         )
         raise FileNotFoundError(f"predictions folder {folder} lacks {shown}")
     for sample, path in found:
-        true = _read_truth(sample, classes)
+        true = _read_truth(sample, classes, ignore_index)
         predicted = data.read_mask_file(path, classes and classes.num_classes)
         yield sample, resize_nearest(predicted, true.shape), true
 
@@ -232,10 +299,13 @@ def _model_pairs(
     batch_size,
     flagged: list,
     classes: data.Classes | None = None,
+    regions: Regions | None = None,
+    ignore_index: int | None = None,
 ) -> Iterator:
     values = {}
     if classes is not None:
         values = {"num_classes": classes.num_classes, "class_source": classes.source}
+        values["ignore_index"] = ignore_index
     for start in range(0, len(samples), batch_size):
         chunk = samples[start : start + batch_size]
         pairs = [data.read_pair(s, segmenter.prep.channels, **values) for s in chunk]
@@ -250,6 +320,14 @@ def _model_pairs(
                 true = resize(true, segmenter.prep.size)
             else:
                 probs = resize_probabilities(probs, true.shape)
+            if regions is not None:  # a sigmoid channel per region, painted as nnU-Net does
+                if probs.shape[-1] != len(regions.labels):
+                    raise ValueError(
+                        f"{segmenter.name} predicts {probs.shape[-1]} channels, not one per "
+                        f"region ({len(regions.labels)})"
+                    )
+                yield sample, labels_from_regions(probs, regions.labels, threshold), true
+                continue
             yield sample, segmenter.to_mask(probs, threshold), true
 
 
@@ -336,7 +414,12 @@ def format_table(report: dict) -> str:
             f"{cell(s['dice_pooled']):>6} {cell(s['iou_mean']):>6} {cell(s['hd95_mean'], 2):>7} "
             f"{s['hd95_nan']:>4}"
         )
-    if "classes" in report:
+    if "regions" in report:
+        lines.append(
+            "(regions: images = images holding the region in truth or prediction, the others "
+            "left out of its means; all = mean over the regions)"
+        )
+    elif "classes" in report:
         lines.append(
             "(classes: images = images holding the class in truth or prediction, the others "
             "left out of its means; background not scored; all = mean over the classes)"
