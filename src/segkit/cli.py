@@ -103,8 +103,6 @@ def inference_options(function):
     return function
 
 
-
-
 _random_weights_option = click.option(
     "--random-weights",
     is_flag=True,
@@ -395,7 +393,6 @@ def evaluate(model, weights, predictions, data_dir, out, quiet, defaults, **opti
             defaults=defaults,
             **settings,
         )
-
 
     report = run_evaluation(
         model,

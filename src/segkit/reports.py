@@ -53,7 +53,7 @@ from segkit._io import write_json
 from segkit.data.classes import Regions, parse_regions
 from segkit.data.samples import find_image_file
 from segkit.inference import Segmenter, load_model, warn_unusual
-from segkit.masks import labels_from_regions, regions_from_labels, to_mask
+from segkit.masks import labels_from_regions, regions_from_labels
 from segkit.progress import Progress
 from segkit.resize import resize_labels, resize_mask, resize_nearest, resize_probabilities
 
