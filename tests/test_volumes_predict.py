@@ -76,18 +76,23 @@ def read_mask(path) -> np.ndarray:
     return np.asanyarray(nib.load(path).dataobj)
 
 
-def test_volume_masks_are_the_slice_masks_one_by_one(patient, tmp_path):
+@pytest.mark.parametrize(
+    "settings", [{}, {"tta": "flips", "postprocess": "largest"}], ids=["plain", "tta-largest"]
+)
+def test_volume_masks_are_the_slice_masks_one_by_one(patient, tmp_path, settings):
     """The reference is the 2-D path: the volume's slices written as PNG files and segmented
-    by `segkit.inference.predict`, as any image would be."""
+    by `segkit.inference.predict`, as any image would be, with the same settings."""
     segmenter = lopsided_segmenter()
-    [written] = segkit.volumes.predict_volumes(segmenter, [patient.image], tmp_path / "volume")
+    [written] = segkit.volumes.predict_volumes(
+        segmenter, [patient.image], tmp_path / "volume", **settings
+    )
     scan = volumes.read_volume(patient.image)
     slicing = volumes.slicing(scan)
     window = volumes.percentile_window(scan.array)
     pngs = tmp_path / "slices"
     for n, picture in enumerate(slicing.slices(volumes.to_uint8(scan.array, window))):
         inference.write_png(pngs / f"{n}.png", picture)
-    inference.predict(segmenter, [pngs], tmp_path / "slices-out")
+    inference.predict(segmenter, [pngs], tmp_path / "slices-out", **settings)
     expected = [
         iio.imread(tmp_path / "slices-out" / f"{n}_mask.png") // 255 for n in range(len(NUMBERS))
     ]
@@ -109,6 +114,7 @@ def test_mask_has_the_input_geometry_and_a_record(patient, tmp_path):
     record = json.loads((tmp_path / f"{PATIENT}_mask.json").read_text())
     scan = volumes.read_volume(patient.image)
     assert record["axis"] == 2 and record["slices"] == len(NUMBERS)
+    assert record["settings"] == {"threshold": 0.5, "tta": "none", "postprocess": "none"}
     assert record["intensity"]["percentiles"] == [0.5, 99.5]
     assert record["intensity"]["window"] == list(volumes.percentile_window(scan.array))
     assert record["spacing_mm"] == [1.0, 1.0, 3.0]
@@ -221,9 +227,12 @@ def test_cli_predicts_volumes_as_the_slices_one_by_one(small, tiny_model, tmp_pa
 def test_cli_axis_and_refusals(small, tiny_model, figshare_512, tmp_path):
     runner = CliRunner()
     model = ["--model", tiny_model, "--quiet", "--out", str(tmp_path)]
-    result = runner.invoke(cli, ["predict", str(small.image), "--axis", "1", *model])
+    chosen = ["--axis", "1", "--tta", "flips", "--postprocess", "largest", "--threshold", "0.4"]
+    result = runner.invoke(cli, ["predict", str(small.image), *chosen, *model])
     assert result.exit_code == 0, result.output
-    assert json.loads((tmp_path / f"{SMALL}_mask.json").read_text())["axis"] == 1
+    record = json.loads((tmp_path / f"{SMALL}_mask.json").read_text())
+    assert record["axis"] == 1
+    assert record["settings"] == {"threshold": 0.4, "tta": "flips", "postprocess": "largest"}
 
     images = str(figshare_512 / "images")
     for arguments, message in [

@@ -16,16 +16,17 @@ segkit's models are 2-D, so a volume is segmented one slice at a time:
 2. its voxels are mapped to 8 bits by the volume's own percentile window (0.5th to 99.5th
    percentile to 0..255, `segkit.data.volumes.to_uint8`), since the models read 8-bit images;
 3. each slice is then segmented as an image file would be: resized to the model, normalised as
-   its weights say, brought back to the slice's size and thresholded (or the most probable
-   class taken);
+   its weights say, run (with the model's test-time augmentation), brought back to the slice's
+   size, thresholded (or the most probable class taken) and post-processed, as the model's
+   `segkit.inference.InferenceSettings` say;
 4. the slice masks are put back in the file's voxel order and written as ``<name>_mask.nii.gz``:
    ``uint8`` labels (0/1, or class indices) with the input's shape and affine (and, for a NIfTI
    input, the rest of its header geometry). A DICOM series gives a NIfTI aligned with it.
 
 Beside each mask, ``<name>_mask.json`` records how it was made: the model, the axis, the
-threshold and the intensity window. With ``overlays``, ``<name>_montage.png`` shows the slices
-that hold a prediction, outlined as `segkit.visualize` draws them, each tile marked with its
-index along the axis in the file (from 0).
+inference settings and the intensity window. With ``overlays``, ``<name>_montage.png`` shows
+the slices that hold a prediction, outlined as `segkit.visualize` draws them, each tile marked
+with its index along the axis in the file (from 0).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from segkit._io import check_writable, write_json
 from segkit.data import volumes
 from segkit.data.classes import default_names
 from segkit.inference import Segmenter, load_model
-from segkit.masks import to_mask
+from segkit.postprocess import PostProcessing
 from segkit.progress import Progress
 from segkit.resize import resize_probabilities
 from segkit.visualize import label_overlay, overlay, write_png
@@ -64,7 +65,7 @@ class SegmentedVolume:
         masks: ``uint8 (N, H, W)``: the predicted slice masks (``labels`` cut the same way).
         slicing: how the slices were cut (`segkit.data.volumes.Slicing`).
         window: the intensity window mapped to 0..255.
-        threshold: the probability threshold used.
+        threshold: the probability threshold used (one-channel models).
         class_names: the classes of a multi-class model (index = value), else None.
     """
 
@@ -89,10 +90,11 @@ def segment_volume(
     """Segment every slice of ``volume`` along ``axis`` (default: its axial axis).
 
     Args:
-        segmenter: a loaded model (`segkit.inference.load_model`).
+        segmenter: a loaded model (`segkit.inference.load_model`), run with its settings
+            (test-time augmentation, post-processing).
         volume: the volume (`segkit.data.volumes.read_volume`).
         axis: the voxel axis to cut slices along; None for the axial axis.
-        threshold: probability above which a pixel is foreground; None takes the model's own.
+        threshold: probability above which a pixel is foreground; None takes the segmenter's.
         batch_size: slices per forward pass.
         progress: show the count of slices done, the rate and the time left on standard error.
 
@@ -115,7 +117,7 @@ def segment_volume(
         for offset, probs in enumerate(segmenter.predict(list(batch))):
             channels = probs.shape[-1]
             probs = resize_probabilities(probs, batch.shape[1:3])
-            masks[start + offset] = to_mask(probs, threshold)
+            masks[start + offset] = segmenter.to_mask(probs, threshold)
         shown.update(len(batch))
     names = None
     if channels > 1:  # a multi-class model: its own class names where it records them
@@ -193,6 +195,9 @@ def predict_volumes(
     weights: str | None = None,
     axis: int | None = None,
     threshold: float | None = None,
+    tta: str | None = None,
+    postprocess: str | PostProcessing | None = None,
+    defaults: bool = True,
     batch_size: int = 8,
     overlays: bool = False,
     random_weights: bool = False,
@@ -208,7 +213,14 @@ def predict_volumes(
             (``<name>``: the file name less ``.nii(.gz)``, or the DICOM folder's name).
         weights: weights tag when ``model`` is a registry name.
         axis: the voxel axis to segment slices along; None for each volume's axial axis.
-        threshold: probability above which a voxel is foreground; None takes the model's own.
+        threshold: probability above which a voxel is foreground; None takes the model's (see
+            `segkit.inference.InferenceSettings`).
+        tta: test-time augmentation of each slice, ``"none"``, ``"flips"`` or ``"dihedral"``;
+            None takes the model's.
+        postprocess: post-processing rules for each slice mask (`segkit.postprocess`); None
+            takes the model's.
+        defaults: False ignores the model's stored inference defaults (see
+            `segkit.inference.load_model`).
         batch_size: slices per forward pass.
         overlays: also write ``<name>_montage.png``, the slices holding a prediction.
         random_weights: allow a bare registry name (untrained weights; for testing).
@@ -226,22 +238,24 @@ def predict_volumes(
     for path in inputs:
         if not path.exists():
             raise FileNotFoundError(f"{path} does not exist")
-    segmenter = (
-        model
-        if isinstance(model, Segmenter)
-        else load_model(model, weights, random_weights=random_weights, precision=precision)
-    )
+    changes = {"threshold": threshold, "tta": tta, "postprocess": postprocess}
+    if isinstance(model, Segmenter):
+        segmenter = model.with_settings(defaults=defaults, **changes)
+    else:
+        segmenter = load_model(
+            model,
+            weights,
+            random_weights=random_weights,
+            precision=precision,
+            defaults=defaults,
+            **changes,
+        )
     out = check_writable(out)
     written = []
     for path in inputs:
         volume = volumes.read_volume(path)
         segmented = segment_volume(
-            segmenter,
-            volume,
-            axis=axis,
-            threshold=threshold,
-            batch_size=batch_size,
-            progress=progress,
+            segmenter, volume, axis=axis, batch_size=batch_size, progress=progress
         )
         name = volumes.volume_name(path)
         axis_used = segmented.slicing.axis
@@ -269,7 +283,7 @@ def _record(path: Path, segmenter: Segmenter, segmented: SegmentedVolume, volume
             segmented.masks.reshape(len(segmented.masks), -1).any(1).sum()
         ),
         "spacing_mm": list(volume.spacing),
-        "threshold": segmented.threshold,
+        "settings": segmenter.settings.to_dict(),
         "labels": dict(enumerate(names)),
         "intensity": {
             "mapping": "percentile window to 0..255, then the model's own normalisation",
