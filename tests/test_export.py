@@ -20,7 +20,15 @@ from segkit import data, training
 from segkit.cli import cli
 from segkit.demo import sample_dir
 from segkit.exporting import export, quality_path
-from segkit.inference import ONNX_METADATA_KEY, ONNX_QUANTIZATION_KEY, load_model, predict
+from segkit.inference import (
+    ONNX_INFERENCE_KEY,
+    ONNX_METADATA_KEY,
+    ONNX_QUANTIZATION_KEY,
+    InferenceSettings,
+    load_model,
+    predict,
+)
+from segkit.models import pretrained
 from segkit.reports import evaluate
 
 pytestmark = pytest.mark.backend
@@ -246,3 +254,53 @@ def test_bad_quantize_requests(tiny, tmp_path):
     if keras.backend.backend() != "jax":
         with pytest.raises(ValueError, match="needs slices to calibrate on"):
             _int8(tiny, tmp_path / "m.onnx")
+
+
+# Inference settings ------------------------------------------------------------------------
+
+
+def test_onnx_gives_the_keras_masks_with_tta_and_post_processing(tiny, tiny_onnx):
+    images = [data.read_image(p) for p in sorted((sample_dir() / "images").glob("*.png"))]
+    keras_model = load_model(tiny / "tiny.keras")
+    # A random model: a threshold in the middle of its probabilities gives speckled masks,
+    # with regions and holes for the post-processing to change.
+    threshold = float(np.median(keras_model.predict(images)))
+    options = {"threshold": threshold, "tta": "dihedral", "postprocess": "min-size=3,fill-holes"}
+    keras_model, onnx_model = (load_model(m, **options) for m in (tiny / "tiny.keras", tiny_onnx))
+    np.testing.assert_allclose(onnx_model.predict(images), keras_model.predict(images), atol=1e-5)
+    keras_masks, onnx_masks = tiny / "keras_tta", tiny / "onnx_tta"
+    predict(tiny / "tiny.keras", [sample_dir() / "images"], keras_masks, **options)
+    predict(tiny_onnx, [sample_dir() / "images"], onnx_masks, **options)
+    plain = tiny / "plain"
+    predict(tiny_onnx, [sample_dir() / "images"], plain, threshold=threshold)
+    changed = []
+    for path in sorted(keras_masks.glob("*_mask.png")):
+        a = np.asarray(Image.open(path)) > 0
+        b = np.asarray(Image.open(onnx_masks / path.name)) > 0
+        assert np.mean(a != b) < 1e-3, path.name  # only pixels at the threshold may differ
+        changed.append(np.mean(b != (np.asarray(Image.open(plain / path.name)) > 0)))
+    assert max(changed) > 0.01  # the options did change the masks
+
+
+def test_an_export_carries_the_models_inference_defaults(backend, tmp_path, monkeypatch):
+    tiny = {"input_shape": (32, 32, 1), "base_filters": 4, "depth": 2}
+    prep = {"size": (32, 32), "channels": 1, "normalize": "divide255"}
+    tuned = InferenceSettings(threshold=0.4, tta="flips", postprocess="largest,at-least-one")
+    path = tmp_path / "unet-tuned.npz"
+    network = segkit.models.get("unet", **tiny)
+    digest = pretrained.save_weights(
+        network, path, builder="unet", config=tiny, preprocessing=prep, inference=tuned
+    )
+    entry = pretrained.Pretrained("unet", "tuned", path.name, digest)
+    monkeypatch.setitem(pretrained.PRETRAINED, ("unet", "tuned"), entry)
+    monkeypatch.setattr(pretrained, "weights_path", lambda e: tmp_path / e.filename)
+    out = tmp_path / "tuned.onnx"
+    if backend == "jax":
+        with pytest.raises(ValueError, match="not supported on the jax backend"):
+            export("unet.tuned", out)
+        return
+    export("unet.tuned", out)
+    metadata = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert json.loads(metadata[ONNX_INFERENCE_KEY]) == tuned.to_dict()
+    assert load_model(out).settings == tuned
+    assert load_model(out, defaults=False).settings == InferenceSettings()

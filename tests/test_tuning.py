@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from PIL import Image
 from scipy import ndimage
 
 import segkit
-from segkit import data
+from segkit import data, training
 from segkit.demo import sample_dir
 from segkit.inference import InferenceSettings, Segmenter, load_model
+from segkit.models import pretrained
 from segkit.reports import evaluate
 from segkit.tuning import POSTPROCESSING, THRESHOLDS, tune_inference
 
@@ -102,3 +107,73 @@ def test_only_one_channel_models_with_samples_are_tuned(probability_slices):
     )
     with pytest.raises(ValueError, match="one-channel models; three classes predicts 3 classes"):
         tune_inference(three, data.find_samples(probability_slices))
+
+
+# tools/tune_inference.py -------------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_weights(tmp_path):
+    """A tiny U-Net's weights file without inference defaults, and a split of the bundled
+    slices with three validation slices."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    tiny = {"input_shape": (32, 32, 1), "base_filters": 4, "depth": 2}
+    path = tmp_path / "unet-tiny.npz"
+    network = segkit.models.get("unet", **tiny)
+    prep = {"size": (32, 32), "channels": 1, "normalize": "divide255"}
+    pretrained.save_weights(network, path, builder="unet", config=tiny, preprocessing=prep)
+    keys = [s.key for s in data.find_samples(sample_dir())]
+    manifest = tmp_path / "split.json"
+    data.Split("random", 0, (0.5, 0.5, 0.0), tuple(keys[:3]), tuple(keys[3:]), ()).save(manifest)
+    return path, manifest
+
+
+@pytest.mark.backend
+def test_the_tool_stores_the_best_settings_in_a_weights_file(tiny_weights, tmp_path):
+    from tune_inference import arrays_of, main
+
+    path, manifest = tiny_weights
+    before = arrays_of(path)
+    args = ["--weights", str(path), "--data", str(sample_dir()), "--manifest", str(manifest)]
+    result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "t.json"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "arrays bit-identical (26)" in result.output
+    record = json.loads((tmp_path / "t.json").read_text())
+    header = pretrained.read_header(path)
+    assert header["inference"] == record["settings"] and arrays_of(path) == before
+    assert header["inference_chosen_on"].startswith(
+        "3 validation slices of sample (split.json): per-image mean Dice "
+    )
+    assert record["images"] == 3 and len(record["table"]) == 432
+    best = max(row["dice_mean"] for row in record["table"])
+    assert record["dice_mean"] == best
+
+
+@pytest.mark.backend
+def test_the_tool_tunes_a_run_on_its_own_validation_split(tiny_weights, tmp_path):
+    from tune_inference import main
+
+    _, manifest = tiny_weights
+    run = tmp_path / "run"
+    training.train(
+        "unet",
+        sample_dir(),
+        run,
+        quiet=True,
+        manifest=str(manifest),
+        cache=str(tmp_path / "cache"),
+        epochs=1,
+        image_size=(32, 32),
+        batch_size=2,
+        model_config={"base_filters": 4, "depth": 2},
+        workers=1,
+    )
+    result = CliRunner().invoke(main, ["--run", str(run), "--quiet"])
+    assert result.exit_code == 0, result.output
+    stored = json.loads((run / "inference.json").read_text())
+    assert load_model(run).settings == InferenceSettings.from_dict(stored["settings"])
+    assert stored["images"] == 3 and stored["chosen_on"].startswith("3 validation slices of ")
+    refused = CliRunner().invoke(main, ["--run", str(run), "--manifest", str(manifest)])
+    assert refused.exit_code == 2 and "tunes on the run's own data and split" in refused.output

@@ -6,9 +6,12 @@
 
 It takes every option of ``segkit train`` (with the same defaults: it has none of its own)
 plus the few below. Run it again with the same arguments to resume an interrupted run. When
-training ends it scores the best checkpoint on the split's test blocks and on the 512x512
-originals, writes float16 weights to ``src/segkit/weights/<model>-<tag>.npz`` and prints the
-entry for ``segkit.models.pretrained.PRETRAINED`` and the numbers for the model card (also in
+training ends it chooses the inference defaults (threshold, test-time augmentation,
+post-processing) on the split's validation slices (`segkit.tuning.tune_inference`; the run's
+``inference.json``), scores the best checkpoint on the split's test blocks with and without them
+and on the 512x512 originals with them, writes float16 weights with the defaults in their
+header to ``src/segkit/weights/<model>-<tag>.npz`` and prints the entry for
+``segkit.models.pretrained.PRETRAINED`` and the numbers for the model card (also in
 ``<out>/card.json``).
 """
 
@@ -22,13 +25,14 @@ import click
 import numpy as np
 
 import segkit
-from segkit import training
+from segkit import data, training
 from segkit._io import write_json
 from segkit.cli import parse_train_settings, train_options
-from segkit.inference import load_model
+from segkit.inference import load_model, save_run_defaults
 from segkit.models import pretrained
 from segkit.reports import evaluate, format_table
 from segkit.runs import RunFolder
+from segkit.tuning import tune_inference
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,8 +54,14 @@ ROOT = Path(__file__).resolve().parents[1]
     help="Touch the test blocks only if the best validation Dice beats this (a selection "
     "rule fixed before training, so weak runs never see the test set).",
 )
+@click.option(
+    "--tune/--no-tune",
+    default=True,
+    show_default=True,
+    help="Choose the inference defaults on the validation slices (one-channel models).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def main(out, originals, tag, score_above, quiet, **settings) -> None:
+def main(out, originals, tag, score_above, tune, quiet, **settings) -> None:
     """Train (or resume), score once under the selection rule, and package the weights."""
     out = Path(out)
     run = RunFolder(out)
@@ -80,11 +90,36 @@ def main(out, originals, tag, score_above, quiet, **settings) -> None:
         )
         return
 
+    tuning = None
+    if tune and not config.class_names:
+        _, validation, _ = run.split().select(data.find_samples(config.data, config.layout))
+        tuning = tune_inference(load_model(out, defaults=False), validation, progress=not quiet)
+        print(tuning.format_table(rows=12))
+        best, plain = tuning.score(tuning.best), tuning.record("")["plain_dice_mean"]
+        chosen_on = (
+            f"{tuning.images} validation slices of {Path(config.data).name} (the run's split): "
+            f"per-image mean Dice {best['dice_mean']:.4f}, {plain:.4f} without"
+        )
+        save_run_defaults(out, tuning.best, **tuning.record(chosen_on))
+        card["inference"] = {"settings": tuning.best.to_dict(), "chosen_on": chosen_on}
+
+    # The test blocks with the run's inference defaults (none without tuning) and without.
     test = evaluate(
         out, config.data, out / "test_report.json", manifest=out / "split.json", subset="test"
     )
     print(format_table(test))
     card["test"] = {k: v for k, v in test.items() if k != "images"}
+    if tuning is not None:
+        plain = evaluate(
+            load_model(out, defaults=False),
+            config.data,
+            out / "test_report_without_defaults.json",
+            manifest=out / "split.json",
+            subset="test",
+        )
+        print("without the inference defaults:")
+        print(format_table(plain))
+        card["test_without_defaults"] = {k: v for k, v in plain.items() if k != "images"}
 
     segmenter = load_model(out)
     target = ROOT / "src/segkit/weights" / f"{config.model}-{tag}.npz"
@@ -96,6 +131,8 @@ def main(out, originals, tag, score_above, quiet, **settings) -> None:
         config={"input_shape": segmenter.network.input_shape[1:], **config.model_config},
         preprocessing=config.preprocessing(),
         intensity=run.intensity(),
+        inference=tuning and tuning.best,
+        inference_chosen_on=card.get("inference", {}).get("chosen_on"),
     )
     card["weights"] = {"file": target.name, "sha256": digest, "bytes": target.stat().st_size}
 
