@@ -85,6 +85,15 @@ def test_evaluate_scores_the_run_per_class(four_class_run):
 
 
 @pytest.mark.filterwarnings("ignore:.*look unlike the images")
+def test_evaluate_scores_regions_of_the_predicted_label_maps(four_class_run):
+    report = reports.evaluate(four_class_run, sample_dir(), regions="tumour=1,2,3;glioma=2")
+    assert report["regions"] == {"tumour": [1, 2, 3], "glioma": [2]}
+    assert list(report["classes"]) == ["tumour", "glioma"]
+    # Every bundled slice holds a tumour, so the tumour region counts every image.
+    assert report["classes"]["tumour"]["n_images"] == len(data.find_samples(sample_dir()))
+
+
+@pytest.mark.filterwarnings("ignore:.*look unlike the images")
 def test_onnx_export_predicts_the_same_label_maps(four_class_run, tmp_path, backend):
     onnx_path = tmp_path / "model.onnx"
     if backend == "jax":  # JAX cannot export: a TensorFlow process does, as a user would

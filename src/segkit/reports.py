@@ -32,9 +32,8 @@ image's flat scores describe the mean over the classes the image holds.
 
 Regions (``regions="tumour=1,2,3;glioma=2"``) are scored the same way, each region being the
 pixels whose label is one of its labels (`segkit.masks.regions_from_labels` of the true label
-map and of the predicted one, which a region model's probabilities become as
-`segkit.masks.labels_from_regions` paints them): ``"classes"`` then holds one entry per region,
-and ``"regions"`` says which labels each one holds.
+map and of the predicted one): ``"classes"`` then holds one entry per region, and
+``"regions"`` says which labels each one holds.
 
 With ``ignore_index`` (e.g. 255 = unlabelled), pixels of that value in a true label map count
 as background in both truth and prediction, so they add to no class's counts.
@@ -53,7 +52,7 @@ from segkit._io import write_json
 from segkit.data.classes import Regions, parse_regions
 from segkit.data.samples import find_image_file
 from segkit.inference import Segmenter, load_model, warn_unusual
-from segkit.masks import labels_from_regions, regions_from_labels
+from segkit.masks import regions_from_labels
 from segkit.progress import Progress
 from segkit.resize import resize_labels, resize_mask, resize_nearest, resize_probabilities
 
@@ -109,8 +108,8 @@ def evaluate(
             ``classes.json`` beside the data, says so without it).
         classes: ``"tumour-type"`` or the class names (see `segkit.data.resolve_classes`).
         regions: score these regions of the label maps (``"tumour=1,2,3;glioma=2"``, see
-            `segkit.data.classes.parse_regions`) instead of the classes; a model's
-            probabilities are then one channel per region.
+            `segkit.data.classes.parse_regions`) instead of the classes, from the label maps
+            the model (or the predictions folder) gives.
         ignore_index: a value of the true label maps (e.g. 255) whose pixels are not scored.
 
     Returns:
@@ -142,7 +141,6 @@ def evaluate(
             batch_size,
             flagged,
             found,
-            regions,
             ignore_index,
         )
         source = model.name
@@ -299,7 +297,6 @@ def _model_pairs(
     batch_size,
     flagged: list,
     classes: data.Classes | None = None,
-    regions: Regions | None = None,
     ignore_index: int | None = None,
 ) -> Iterator:
     values = {}
@@ -320,14 +317,6 @@ def _model_pairs(
                 true = resize(true, segmenter.prep.size)
             else:
                 probs = resize_probabilities(probs, true.shape)
-            if regions is not None:  # a sigmoid channel per region, painted as nnU-Net does
-                if probs.shape[-1] != len(regions.labels):
-                    raise ValueError(
-                        f"{segmenter.name} predicts {probs.shape[-1]} channels, not one per "
-                        f"region ({len(regions.labels)})"
-                    )
-                yield sample, labels_from_regions(probs, regions.labels, threshold), true
-                continue
             yield sample, segmenter.to_mask(probs, threshold), true
 
 
