@@ -14,6 +14,10 @@ right, j towards anterior, k towards superior) and its affine is the diagonal of
 centred on the world origin. The DICOM series are written from the same
 slices with the geometry worked out here from first principles (DICOM's patient axes are LPS),
 not with segkit's reader, so reading them back tests the reader.
+
+`build_layout` writes several patients in the volume layout (``imagesTr/``, ``labelsTr/``), of
+one modality (FLAIR) or several (e.g. FLAIR and post-contrast as ``<patient>_0000.nii.gz`` and
+``<patient>_0001.nii.gz``) taken from the TIFFs' channels.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 #: The FLAIR channel of an LGG TIFF (channels: pre-contrast, FLAIR, post-contrast).
 FLAIR = 1
+#: The LGG TIFF channels by name.
+CHANNELS = {"pre-contrast": 0, "flair": FLAIR, "post-contrast": 2}
 #: Stated voxel size in mm: in-plane x, in-plane y, between slices.
 STATED_SPACING = (1.0, 1.0, 3.0)
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
@@ -65,27 +71,30 @@ class PatientVolume:
 
 
 def read_slices(
-    patient_dir: Path, numbers: range | None = None, step: int = 1
+    patient_dir: Path, numbers: range | None = None, step: int = 1, channels=(FLAIR,)
 ) -> tuple[list[int], np.ndarray, np.ndarray]:
-    """The FLAIR slices and masks of one patient, in slice-number order.
+    """The FLAIR slices (or other channels) and masks of one patient, in slice-number order.
 
     Args:
         patient_dir: ``kaggle_3m/<patient>``.
         numbers: the slice numbers to keep (all when None).
         step: keep every ``step``-th pixel in-plane (4 turns 256x256 into 64x64).
+        channels: the TIFF channels to read; one gives ``(K, H, W)`` slices, several
+            ``(K, H, W, C)``.
 
     Returns:
-        ``(numbers, flair, mask)``: the numbers kept, ``uint8 (K, H, W)`` FLAIR slices and
-        ``uint8 (K, H, W)`` masks in {0, 1}.
+        ``(numbers, images, mask)``: the numbers kept, ``uint8`` slices and ``uint8 (K, H, W)``
+        masks in {0, 1}.
     """
     files = natsorted(p for p in patient_dir.glob("*.tif") if not p.stem.endswith("_mask"))
     kept = [(int(p.stem.rsplit("_", 1)[1]), p) for p in files]
     kept = [(n, p) for n, p in kept if numbers is None or n in numbers]
-    flair = np.stack([tifffile.imread(p)[::step, ::step, FLAIR] for _, p in kept])
+    images = np.stack([tifffile.imread(p)[::step, ::step, list(channels)] for _, p in kept])
     mask = np.stack(
         [tifffile.imread(p.with_name(f"{p.stem}_mask.tif"))[::step, ::step] > 0 for _, p in kept]
     )
-    return [n for n, _ in kept], flair, mask.astype(np.uint8)
+    images = images[..., 0] if len(channels) == 1 else images
+    return [n for n, _ in kept], images, mask.astype(np.uint8)
 
 
 def to_volume(slices: np.ndarray) -> np.ndarray:
@@ -216,3 +225,70 @@ def build_patient(
         labels=write_nifti(out / f"{patient}_labels.nii.gz", to_volume(mask), affine),
         dicom=write_dicom_series(out / f"{patient}_dicom", flair, affine),
     )
+
+
+@dataclass(frozen=True)
+class LayoutCase:
+    """One patient written into the volume layout by `build_layout`.
+
+    Attributes:
+        patient: the LGG folder name, and the case's name.
+        numbers: the slice numbers used, inferior to superior.
+        images: ``uint8 (K, H, W, C)``: the slices of each modality, as the TIFFs show them.
+        mask: ``uint8 (K, H, W)`` in {0, 1}.
+        image_files: the image NIfTI files, one per modality.
+        labels: the label NIfTI file.
+    """
+
+    patient: str
+    numbers: tuple[int, ...]
+    images: np.ndarray
+    mask: np.ndarray
+    image_files: tuple[Path, ...]
+    labels: Path
+
+
+def build_layout(
+    lgg_root: Path,
+    patients,
+    out: Path,
+    *,
+    modalities=("flair",),
+    numbers: range | None = None,
+    step: int = 1,
+) -> dict[str, LayoutCase]:
+    """Write LGG patients as NIfTI volumes in ``out/imagesTr`` and ``out/labelsTr``.
+
+    Args:
+        lgg_root: ``kaggle_3m``.
+        patients: the patient folders to write, one case each.
+        out: the layout's root.
+        modalities: TIFF channels by name (`CHANNELS`): one gives ``<patient>.nii.gz``, several
+            give ``<patient>_0000.nii.gz``, ``<patient>_0001.nii.gz``, ... in this order.
+        numbers: the slice numbers to keep (all when None).
+        step: keep every ``step``-th pixel in-plane.
+
+    Returns:
+        The cases by patient.
+    """
+    images_dir, labels_dir = out / "imagesTr", out / "labelsTr"
+    images_dir.mkdir(parents=True, exist_ok=True)
+    labels_dir.mkdir(parents=True, exist_ok=True)
+    channels = [CHANNELS[m] for m in modalities]
+    spacing = (STATED_SPACING[0] * step, STATED_SPACING[1] * step, STATED_SPACING[2])
+    cases = {}
+    for patient in patients:
+        kept, images, mask = read_slices(lgg_root / patient, numbers, step, channels)
+        images = images[..., None] if images.ndim == 3 else images
+        affine = centred_affine(to_volume(mask).shape, spacing)
+        if len(channels) == 1:
+            names = [f"{patient}.nii.gz"]
+        else:
+            names = [f"{patient}_{c:04d}.nii.gz" for c in range(len(channels))]
+        files = tuple(
+            write_nifti(images_dir / name, to_volume(images[..., c]), affine)
+            for c, name in enumerate(names)
+        )
+        labels = write_nifti(labels_dir / f"{patient}.nii.gz", to_volume(mask), affine)
+        cases[patient] = LayoutCase(patient, tuple(kept), images, mask, files, labels)
+    return cases

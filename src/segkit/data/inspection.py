@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
+from segkit.data import volume_layout, volumes
 from segkit.data.classes import Classes, resolve_classes
 from segkit.data.errors import DataError, Problem
-from segkit.data.preprocess import read_pair
+from segkit.data.preprocess import Preprocessing, read_pair
 from segkit.data.samples import Sample, scan
 
 
@@ -23,8 +24,10 @@ class InspectionReport:
     Attributes:
         root: the folder inspected.
         layout: the layout read (detected or given).
-        n_pairs: image/mask pairs found (complete pairs, readable or not).
+        n_pairs: image/mask pairs found (complete pairs, readable or not); for volumes, their
+            slices.
         n_patients: distinct patients, or ``None`` where the layout has no patient IDs.
+        n_volumes: for volumes, how many complete cases were found; else ``None``.
         image_sizes: ``{"WxH": count}`` of the readable images.
         mask_coverage: foreground fraction of the readable masks: ``mean``, ``min``, ``max``, and
             ``empty`` (masks without foreground).
@@ -43,6 +46,7 @@ class InspectionReport:
     labels: dict[str, int] = field(default_factory=dict)
     classes: dict[str, dict[str, float | int]] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    n_volumes: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -56,6 +60,7 @@ class InspectionReport:
             "layout": self.layout,
             "n_pairs": self.n_pairs,
             "n_patients": self.n_patients,
+            **({"n_volumes": self.n_volumes} if self.n_volumes is not None else {}),
             "image_sizes": dict(self.image_sizes),
             "mask_coverage": dict(self.mask_coverage),
             "labels": dict(self.labels),
@@ -69,6 +74,11 @@ class InspectionReport:
             f"{self.root} (layout: {self.layout})",
             f"  pairs:       {self.n_pairs}",
             f"  patients:    {'unknown' if self.n_patients is None else self.n_patients}",
+            *(
+                [f"  volumes:     {self.n_volumes} (a pair is one of their slices)"]
+                if self.n_volumes
+                else []
+            ),
             "  image sizes: " + ", ".join(f"{s} ({n})" for s, n in self.image_sizes.items()),
         ]
         if self.labels:
@@ -124,7 +134,13 @@ def inspect(
     samples, problems = scan(root, layout)
     layout = samples[0].layout if samples else layout
     with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
-        results = list(pool.map(lambda sample: _check(sample, found), samples))
+        if layout == "volumes":  # read each volume once, not once per slice
+            cases = list(dict.fromkeys((s.modalities, s.mask) for s in samples))
+            results = [
+                r for case in pool.map(lambda c: _check_case(*c, found), cases) for r in case
+            ]
+        else:
+            results = list(pool.map(lambda sample: _check(sample, found), samples))
 
     sizes: Counter[str] = Counter()
     coverages = []
@@ -141,6 +157,8 @@ def inspect(
     report = InspectionReport(
         root=str(root), layout=layout, n_pairs=len(samples), problems=problems
     )
+    if layout == "volumes":
+        report.n_volumes = len({s.patient for s in samples})
     report.image_sizes = dict(sizes.most_common())
     if coverages:
         report.mask_coverage = {
@@ -180,3 +198,23 @@ def _check(
         return image.shape[:2], float(mask.mean()), None
     shares = np.bincount(mask.ravel(), minlength=classes.num_classes) / mask.size
     return image.shape[:2], float((mask > 0).mean()), shares
+
+
+def _check_case(images: tuple, labels, classes: Classes | None) -> list:
+    """`_check`'s result for each slice of a volume, or one problem for the whole volume."""
+    prep = Preprocessing.for_classes(classes)
+    try:
+        image, truth = volume_layout.read_case(images, labels)
+        truth_slices = volumes.slicing(image).slices(
+            volume_layout.mask_values(truth.array, labels, prep)
+        )
+    except DataError as exc:
+        return [Problem(str(exc.path or labels), str(exc))]
+    results = []
+    for mask in truth_slices:
+        if classes is None:
+            results.append((mask.shape, float(mask.mean()), None))
+        else:
+            shares = np.bincount(mask.ravel(), minlength=classes.num_classes) / mask.size
+            results.append((mask.shape, float((mask > 0).mean()), shares))
+    return results

@@ -1,4 +1,5 @@
-"""Loading many samples at once into numpy arrays, decoding in parallel."""
+"""Loading many samples at once into numpy arrays, decoding in parallel; the one decoder of
+every layout's samples."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from segkit.data import volume_layout
 from segkit.data.cache import SampleCache
 from segkit.data.preprocess import Preprocessing, decode, normalize
 from segkit.data.samples import Sample
@@ -22,11 +24,20 @@ def as_cache(cache: str | Path | SampleCache | None) -> SampleCache | None:
 
 
 def decoder(prep: Preprocessing, cache: str | Path | SampleCache | None = None):
-    """A function ``sample -> (uint8 image, uint8 mask)`` that uses ``cache`` when given."""
+    """A function ``sample -> (uint8 image, uint8 mask)`` that uses ``cache`` when given.
+
+    Samples of the ``"volumes"`` layout are slices of NIfTI volumes: a whole volume is decoded
+    at once and kept in the cache's folder (in memory without a cache), see
+    `segkit.data.volume_layout`.
+    """
     cache = as_cache(cache)
-    if cache is None:
-        return lambda sample: decode(sample, prep)
-    return lambda sample: cache.load(sample, prep)
+
+    def load(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
+        if sample.layout == "volumes":
+            return volume_layout.decode_slice(sample, prep, cache and cache.directory)
+        return decode(sample, prep) if cache is None else cache.load(sample, prep)
+
+    return load
 
 
 def load_arrays(

@@ -1,4 +1,4 @@
-"""Finding image/mask pairs on disk, in the three layouts segkit reads.
+"""Finding image/mask pairs on disk, in the four layouts segkit reads.
 
 - ``"folders"``: ``images/N.png`` beside ``masks/N_mask.png``, optional ``labels.csv``
   (the Kaggle copies of the Figshare data set).
@@ -6,9 +6,13 @@
   image, mask, label and patient ID.
 - ``"lgg"``: the LGG ``kaggle_3m`` release, one folder per patient of
   ``<patient>_<k>.tif`` slices beside ``<patient>_<k>_mask.tif``.
+- ``"volumes"``: NIfTI volumes in ``imagesTr/`` with their labels in ``labelsTr/`` (nnU-Net's
+  and the Medical Segmentation Decathlon's layout), one sample per slice along each volume's
+  axial axis (see `segkit.data.volume_layout`).
 
 Finding samples only lists files (and, for ``.mat`` files, reads the small label and patient
-fields); pixels are read later, by `segkit.data.preprocess`.
+fields; for volumes, the NIfTI headers); pixels are read later, by `segkit.data.preprocess`
+(`segkit.data.volume_layout` for volumes).
 
 ``DataError``, ``Problem`` and ``IMAGE_SUFFIXES`` are re-exported here from the modules that
 define them (`segkit.data.errors`, `segkit.data.imagefiles`).
@@ -26,11 +30,12 @@ from typing import Literal
 
 import natsort
 
+from segkit.data import volume_layout
 from segkit.data.errors import DataError, Problem
 from segkit.data.imagefiles import IMAGE_SUFFIXES, read_mat_fields
 
 #: Layout names accepted by `find_samples` (besides ``"auto"``).
-LAYOUTS = ("folders", "figshare-mat", "lgg")
+LAYOUTS = ("folders", "figshare-mat", "lgg", "volumes")
 
 # "1220 (1).png": the name a browser or file manager gives a second download of 1220.png.
 _COPY_PATTERN = re.compile(r"^(?P<key>.+?) \(\d+\)$")
@@ -48,7 +53,10 @@ class Sample:
         layout: the layout the sample was found in, one of `LAYOUTS`.
         label: class label when known (Figshare: 1 meningioma, 2 glioma, 3 pituitary).
         label_name: the label's name when known.
-        patient: patient identifier when known (LGG folder name, Figshare ``.mat`` PID).
+        patient: patient identifier when known (LGG folder name, Figshare ``.mat`` PID; for
+            volumes, the case: a volume is a patient).
+        slice: volumes: the slice's index along the volume's axial axis, in the file.
+        modalities: volumes: the case's image files, one per channel (``image`` is the first).
     """
 
     key: str
@@ -58,6 +66,8 @@ class Sample:
     label: int | None = None
     label_name: str | None = None
     patient: str | None = None
+    slice: int | None = None
+    modalities: tuple[Path, ...] = ()
 
 
 OnProblem = Literal["error", "skip"]
@@ -131,6 +141,8 @@ def scan(
         samples, problems = _scan_figshare_mat(root)
     elif layout == "lgg":
         samples, problems = _scan_lgg(root)
+    elif layout == "volumes":
+        samples, problems = _scan_volumes(root)
     else:
         raise DataError(f"unknown layout {layout!r}; expected 'auto' or one of {LAYOUTS}")
     if not samples and not problems:
@@ -162,11 +174,15 @@ def detect_layout(root: str | Path, *, images_dir: str = "images", masks_dir: st
     )
     raise DataError(
         f"cannot tell the layout of {root}: expected {images_dir}/ and {masks_dir}/ folders, "
-        f"Figshare .mat files, or LGG patient folders of *_mask.tif slices{hint}"
+        f"Figshare .mat files, LGG patient folders of *_mask.tif slices, or "
+        f"{volume_layout.IMAGES_DIR}/ and {volume_layout.LABELS_DIR}/ folders of NIfTI "
+        f"volumes{hint}"
     )
 
 
 def _layout_of(root: Path, images_dir: str, masks_dir: str) -> str | None:
+    if volume_layout.is_volume_layout(root):
+        return "volumes"
     if (root / images_dir).is_dir() and (root / masks_dir).is_dir():
         return "folders"
     if next(root.rglob("*.mat"), None) is not None:
@@ -296,6 +312,24 @@ def _scan_lgg(root: Path) -> tuple[list[Sample], list[Problem]]:
         for key, mask in masks.items():
             if key not in images:
                 problems.append(Problem(str(mask), f"extra mask: no image {key}{mask.suffix}"))
+    return samples, problems
+
+
+def _scan_volumes(root: Path) -> tuple[list[Sample], list[Problem]]:
+    cases, problems = volume_layout.scan_cases(root)
+    samples = [
+        Sample(
+            f"{case.name}_{index}",
+            case.images[0],
+            case.labels,
+            "volumes",
+            patient=case.name,
+            slice=index,
+            modalities=case.images,
+        )
+        for case in cases
+        for index in range(case.slices)
+    ]
     return samples, problems
 
 

@@ -8,10 +8,14 @@ scan.shape, scan.spacing, scan.axial_axis             # (240, 240, 155), (1.0, 1
 labels = volumes.read_labels("labels/case_001.nii.gz", scan)   # checked against the scan
 
 slicing = volumes.slicing(scan)                      # along the axial axis
-images = volumes.to_uint8(scan.array, volumes.percentile_window(scan.array))
+images, windows = volumes.map_to_uint8(scan.array)   # each modality by its own window
 slices = slicing.slices(images)                      # (155, 240, 240), as a viewer shows them
 assert (slicing.assemble(slices) == images).all()    # and back to the file's voxel order
 volumes.write_labels("case_001_mask.nii.gz", labels.array, scan)
+
+# Several modalities of one case (nnU-Net's case_0000, case_0001, ...) as channels.
+case = volumes.stack_modalities([volumes.read_volume(f"case_002_{m:04d}.nii.gz") for m in (0, 1)])
+case.shape, case.channels                             # (240, 240, 155), 2
 ```
 
 NIfTI is read by nibabel and DICOM by pydicom: ``pip install 'segkit[volumes]'``.
@@ -31,7 +35,8 @@ masks put back with `Slicing.assemble` lie in the same place in the world.
 **Intensities.** segkit's 2-D models read 8-bit images; scanners store 12 to 16 bits with no
 fixed scale. `to_uint8` maps each volume on its own: values at or below the 0.5th percentile of
 the volume's voxels become 0, at or above the 99.5th become 255, linear between
-(`percentile_window`), then the model's own normalisation follows as for any image.
+(`percentile_window`), then the model's own normalisation follows as for any image. A case
+of several modalities maps each one by its own window (`map_to_uint8`).
 
 **DICOM series.** One folder, one series, one slice per file: the slices are ordered by their
 position along the slice normal (``ImagePositionPatient`` against the normal of
@@ -63,10 +68,16 @@ __all__ = [
     "is_dicom_folder",
     "is_nifti",
     "is_volume",
+    "is_volume_input",
+    "map_to_uint8",
+    "misalignment",
+    "nifti_files",
     "percentile_window",
+    "read_geometry",
     "read_labels",
     "read_volume",
     "slicing",
+    "stack_modalities",
     "to_uint8",
     "volume_name",
     "write_labels",
@@ -105,7 +116,8 @@ class Volume:
 
     Attributes:
         array: the voxels, ``(X, Y, Z)`` in the file's own axis order (a DICOM series:
-            columns, rows, slices), with the file's intensity scaling applied.
+            columns, rows, slices), with the file's intensity scaling applied; ``(X, Y, Z, C)``
+            for a case of several modalities (`stack_modalities`), one channel each.
         affine: ``(4, 4)`` float: voxel index ``(i, j, k, 1)`` to RAS world millimetres.
         source: the NIfTI file or DICOM folder it was read from.
         header: the NIfTI file's header, kept so that masks written for it (`write_labels`)
@@ -119,8 +131,13 @@ class Volume:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        """The voxel array's shape."""
-        return self.array.shape
+        """The voxel grid's shape (without the channels of several modalities)."""
+        return self.array.shape[:3]
+
+    @property
+    def channels(self) -> int:
+        """How many modalities the volume holds: 1, or the channels `stack_modalities` made."""
+        return self.array.shape[3] if self.array.ndim == 4 else 1
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -162,6 +179,22 @@ def is_volume(path: str | Path) -> bool:
     return (is_nifti(path) and not Path(path).is_dir()) or is_dicom_folder(path)
 
 
+def nifti_files(folder: str | Path) -> list[Path]:
+    """The NIfTI files in ``folder`` (not below it), hidden files left out."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and is_nifti(p) and not p.name.startswith(".")
+    )
+
+
+def is_volume_input(path: str | Path) -> bool:
+    """Whether ``path`` is something to segment as volumes: a NIfTI file, a DICOM series
+    folder, or a folder of NIfTI files (such as ``imagesTs/``)."""
+    return is_volume(path) or bool(nifti_files(path))
+
+
 def volume_name(path: str | Path) -> str:
     """A volume's name for output files: the file name less ``.nii(.gz)``, or the folder name."""
     path = Path(path)
@@ -200,17 +233,52 @@ def read_volume(path: str | Path) -> Volume:
 
 
 def _read_nifti(path: Path) -> Volume:
-    nib = _nibabel()
+    image = _load_nifti(path)
     try:
-        image = nib.load(path)
         array = np.asanyarray(image.dataobj)
-    except (OSError, EOFError, ValueError, zlib.error, nib.filebasedimages.ImageFileError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(f"cannot read {path}: truncated or not NIfTI ({reason})", path) from None
+    except _NIFTI_ERRORS as exc:
+        _unreadable(path, exc)
     array = _as_3d(array, path)
     affine = np.asarray(image.affine, dtype=float)
     _check_affine(affine, path)
     return Volume(np.asarray(array), affine, path, image.header.copy())
+
+
+# What nibabel and gzip raise on a file that is cut short or not NIfTI.
+_NIFTI_ERRORS = (OSError, EOFError, ValueError, zlib.error)
+
+
+def _load_nifti(path: Path):
+    """nibabel's image of ``path``: the header is read, the voxels when asked for."""
+    nib = _nibabel()
+    try:
+        return nib.load(path)
+    except (*_NIFTI_ERRORS, nib.filebasedimages.ImageFileError) as exc:
+        _unreadable(path, exc)
+
+
+def _unreadable(path: Path, exc: Exception):
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    raise DataError(f"cannot read {path}: truncated or not NIfTI ({reason})", path) from None
+
+
+def read_geometry(path: str | Path) -> tuple[tuple[int, int, int], np.ndarray]:
+    """A NIfTI file's voxel shape and affine, read from its header alone (no voxels).
+
+    Raises:
+        DataError: as `read_volume` for a file that cannot be read, is not 3-D or has a
+            degenerate affine.
+    """
+    path = Path(path)
+    image = _load_nifti(path)
+    shape = tuple(int(size) for size in image.shape)
+    if len(shape) > 3 and all(size == 1 for size in shape[3:]):
+        shape = shape[:3]
+    if len(shape) != 3:
+        raise DataError(f"{path} is {len(shape)}-D (shape {shape}); expected one 3-D volume", path)
+    affine = np.asarray(image.affine, dtype=float)
+    _check_affine(affine, path)
+    return shape, affine
 
 
 def _as_3d(array: np.ndarray, path: Path) -> np.ndarray:
@@ -263,25 +331,62 @@ def read_labels(
     return labels
 
 
-def check_aligned(labels: Volume, image: Volume, tolerance: float = AFFINE_TOLERANCE) -> None:
+def check_aligned(
+    labels: Volume, image: Volume, tolerance: float = AFFINE_TOLERANCE, what: str = "label volume"
+) -> None:
     """Fail unless ``labels`` has ``image``'s shape and, within ``tolerance`` mm, its affine.
+
+    Args:
+        labels: the volume checked (a label volume, or another modality of a case).
+        image: the volume it must fit.
+        tolerance: largest difference allowed between the affines' entries (mm).
+        what: what ``labels`` is, for the message.
 
     Raises:
         DataError: naming both sources.
     """
-    if labels.shape != image.shape:
-        raise DataError(
-            f"label volume {labels.source} has shape {labels.shape}, but its image "
-            f"{image.source} has {image.shape}",
-            labels.source,
-        )
-    difference = float(np.abs(labels.affine - image.affine).max())
+    problem = misalignment(
+        labels.shape, labels.affine, image.shape, image.affine, image.source, tolerance
+    )
+    if problem:
+        raise DataError(f"{what} {labels.source} {problem}", labels.source)
+
+
+def misalignment(
+    shape, affine, image_shape, image_affine, image: str | Path, tolerance: float = AFFINE_TOLERANCE
+) -> str | None:
+    """How a volume of ``shape`` and ``affine`` fails to fit the image ``image``, in words, or
+    None when it fits (the same shape, and affines within ``tolerance`` mm entry by entry)."""
+    if tuple(shape) != tuple(image_shape):
+        return f"has shape {tuple(shape)}, but its image {image} has {tuple(image_shape)}"
+    difference = float(np.abs(np.asarray(affine) - np.asarray(image_affine)).max())
     if difference > tolerance:
-        raise DataError(
-            f"label volume {labels.source} lies elsewhere than its image {image.source}: their "
-            f"affines differ by up to {difference:.3g} mm (tolerance {tolerance} mm)",
-            labels.source,
+        return (
+            f"lies elsewhere than its image {image}: their affines differ by up to "
+            f"{difference:.3g} mm (tolerance {tolerance} mm)"
         )
+    return None
+
+
+def stack_modalities(modalities: list[Volume], tolerance: float = AFFINE_TOLERANCE) -> Volume:
+    """Several modalities of one case (same voxels, same place) as one volume of channels.
+
+    Returns:
+        A `Volume` whose ``array`` is ``(X, Y, Z, C)``, channel ``c`` being ``modalities[c]``,
+        with the first one's affine, header and source. One modality is returned as it is.
+
+    Raises:
+        DataError: a modality whose shape or affine differs from the first's, naming both.
+    """
+    if not modalities:
+        raise ValueError("stack_modalities needs at least one volume")
+    first = modalities[0]
+    if len(modalities) == 1:
+        return first
+    for other in modalities[1:]:
+        check_aligned(other, first, tolerance, what="modality")
+    array = np.stack([np.asarray(m.array, dtype=np.float32) for m in modalities], axis=-1)
+    return Volume(array, first.affine, first.source, first.header)
 
 
 def axial_axis(affine: np.ndarray) -> int:
@@ -366,6 +471,22 @@ def percentile_window(
     """The values at two percentiles of a volume's voxels (NaN voxels ignored)."""
     low, high = np.nanpercentile(np.asarray(array, dtype=np.float64), percentiles)
     return float(low), float(high)
+
+
+def map_to_uint8(array: np.ndarray) -> tuple[np.ndarray, tuple[tuple[float, float], ...]]:
+    """A volume's voxels mapped to 0..255, each channel (modality) by its own percentile window.
+
+    Args:
+        array: ``(X, Y, Z)``, or ``(X, Y, Z, C)`` for several modalities.
+
+    Returns:
+        ``(uint8 array of the same shape, one (low, high) window per channel)``.
+    """
+    array = np.asarray(array)
+    channels = array[..., None] if array.ndim == 3 else array
+    windows = tuple(percentile_window(channels[..., c]) for c in range(channels.shape[-1]))
+    mapped = np.stack([to_uint8(channels[..., c], w) for c, w in enumerate(windows)], axis=-1)
+    return (mapped[..., 0] if array.ndim == 3 else mapped), windows
 
 
 def to_uint8(array: np.ndarray, window: tuple[float, float]) -> np.ndarray:
