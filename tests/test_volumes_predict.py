@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from lgg_volumes import build_patient, reoriented, write_nifti
+from lgg_volumes import build_layout, build_patient, reoriented, write_nifti
 
 import segkit.volumes
 from segkit import inference
@@ -116,7 +116,7 @@ def test_mask_has_the_input_geometry_and_a_record(patient, tmp_path):
     assert record["axis"] == 2 and record["slices"] == len(NUMBERS)
     assert record["settings"] == {"threshold": 0.5, "tta": "none", "postprocess": "none"}
     assert record["intensity"]["percentiles"] == [0.5, 99.5]
-    assert record["intensity"]["window"] == list(volumes.percentile_window(scan.array))
+    assert record["intensity"]["windows"] == [list(volumes.percentile_window(scan.array))]
     assert record["spacing_mm"] == [1.0, 1.0, 3.0]
     assert b"p0.5-p99.5" in mask.header["descrip"].item()
     montage = iio.imread(tmp_path / f"{PATIENT}_montage.png")
@@ -182,8 +182,11 @@ def test_multi_class_model_and_channels(small, tmp_path):
     record = json.loads((tmp_path / f"{SMALL}_mask.json").read_text())
     assert record["labels"] == {"0": "background", "1": "dim", "2": "bright"}
     assert (tmp_path / f"{SMALL}_montage.png").is_file()
-    two = Segmenter(lopsided, Preprocessing(channels=("flair", "post-contrast")), "two")
-    with pytest.raises(ValueError, match="a volume has one channel"):
+    named = Segmenter(lopsided, Preprocessing(channels=("flair", "post-contrast")), "named")
+    with pytest.raises(ValueError, match="named channels .* exist only in LGG data"):
+        segkit.volumes.segment_volume(named, volumes.read_volume(small.image))
+    two = Segmenter(lopsided, Preprocessing(channels=(0, 1)), "two")
+    with pytest.raises(ValueError, match=rf"{SMALL}\.nii\.gz has 1 modality\(ies\); asked for"):
         segkit.volumes.segment_volume(two, volumes.read_volume(small.image))
     with pytest.raises(ValueError, match="threshold must be between 0 and 1"):
         segkit.volumes.segment_volume(classes, volumes.read_volume(small.image), threshold=2)
@@ -255,3 +258,67 @@ def test_progress_counts_the_slices(small, capsys):
     assert f"predict {SMALL}: {len(SMALL_NUMBERS)}/{len(SMALL_NUMBERS)} slices" in (
         capsys.readouterr().err
     )
+
+
+def two_channel(batch: np.ndarray) -> np.ndarray:
+    """A stand-in network that reads two channels: where the second outshines the first."""
+    return (batch[..., 1:2] > batch[..., :1] + 0.1).astype(np.float32)
+
+
+def test_a_folder_of_cases_with_two_modalities(lgg_root, tmp_path):
+    """A folder such as imagesTs/: <case>_0000 and <case>_0001 are one case's two channels,
+    each mapped to 8 bits by its own window, and its mask is named after the case."""
+    patients = [PATIENT, SMALL]
+    cases = build_layout(
+        lgg_root, patients, tmp_path / "data", modalities=("flair", "post-contrast"), step=4
+    )
+    model = Segmenter(two_channel, Preprocessing(size=(64, 64), channels=(0, 1)), "two")
+    folder = tmp_path / "data" / "imagesTr"
+    written = segkit.volumes.predict_volumes(model, [folder], tmp_path / "out")
+    assert written == [tmp_path / "out" / f"{p}_mask.nii.gz" for p in patients]
+    for patient, path in zip(patients, written, strict=True):
+        case = cases[patient]
+        mapped = []
+        for c in (0, 1):  # each modality by its own window, computed here with NumPy
+            low, high = np.percentile(case.images[..., c].astype(float), (0.5, 99.5))
+            mapped.append(np.clip((case.images[..., c] - low) / (high - low), 0, 1) * 255)
+        flair, post = (np.rint(m) / np.float32(255) for m in mapped)
+        expected = (post > flair + 0.1).astype(np.uint8)
+        slicing = volumes.slicing(volumes.read_volume(path))
+        np.testing.assert_array_equal(slicing.slices(read_mask(path)), expected)
+        record = json.loads((tmp_path / "out" / f"{patient}_mask.json").read_text())
+        assert record["modalities"] == [str(f) for f in case.image_files]
+        assert len(record["intensity"]["windows"]) == 2
+    one = Segmenter(lopsided, Preprocessing(size=(64, 64)), "one")  # reads the first modality
+    [first] = segkit.volumes.predict_volumes(one, [folder / f"{SMALL}_0000.nii.gz"], tmp_path)
+    [again] = segkit.volumes.predict_volumes(one, [folder], tmp_path / "first")[1:]
+    np.testing.assert_array_equal(read_mask(first), read_mask(again))
+
+
+def test_folder_inputs_are_grouped_by_case(tmp_path):
+    names = ["a_0000", "a_0001", "b", "c_0007", "d_0000"]
+    for name in names:
+        (tmp_path / f"{name}.nii.gz").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("not a volume")
+    found = segkit.volumes.volume_inputs([tmp_path])
+    assert {k: [p.name for p in v] for k, v in found.items()} == {
+        "a": ["a_0000.nii.gz", "a_0001.nii.gz"],
+        "b": ["b.nii.gz"],
+        "c_0007": ["c_0007.nii.gz"],  # numbered, but not channels from 0000
+        "d": ["d_0000.nii.gz"],
+    }
+    with pytest.raises(ValueError, match="share the name 'b'"):
+        segkit.volumes.volume_inputs([tmp_path, tmp_path / "b.nii.gz"])
+    assert volumes.is_volume_input(tmp_path) and not volumes.is_volume_input(tmp_path / "x")
+
+
+def test_cli_predicts_a_folder_of_volumes(small, tiny_model, tmp_path):
+    folder = tmp_path / "imagesTs"
+    folder.mkdir()
+    (folder / f"{SMALL}.nii.gz").write_bytes(small.image.read_bytes())
+    result = CliRunner().invoke(
+        cli, ["predict", str(folder), "--model", tiny_model, "--quiet", "--out", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "1 volume masks written" in result.output
+    assert (tmp_path / f"{SMALL}_mask.nii.gz").is_file()

@@ -426,12 +426,12 @@ def evaluate(model, weights, predictions, data_dir, out, quiet, defaults, **opti
 )
 @click.option("--quiet", is_flag=True, help="No progress output.")
 def predict(model, weights, inputs, out, quiet, axis, **options):
-    """Segment image files or folders, or volumes (NIfTI files, DICOM series folders); writes
-    <name>_mask.png per image, <name>_mask.nii.gz per volume."""
+    """Segment image files or folders, or volumes (NIfTI files, DICOM series folders, folders
+    of NIfTI files); writes <name>_mask.png per image, <name>_mask.nii.gz per volume."""
     _check_paths(("--model", model), *(("input", i) for i in inputs))
-    from segkit.data.volumes import is_volume
+    from segkit.data.volumes import is_volume_input
 
-    if any(is_volume(i) for i in inputs):
+    if any(is_volume_input(i) for i in inputs):
         _predict_volumes(model, weights, inputs, out, quiet, axis, options)
         return
     if axis is not None:
@@ -444,10 +444,10 @@ def predict(model, weights, inputs, out, quiet, axis, **options):
 
 def _predict_volumes(model, weights, inputs, out, quiet, axis, options) -> None:
     """`segkit predict` on volumes: a NIfTI label map per volume (`segkit.volumes`)."""
-    from segkit.data.volumes import is_volume
+    from segkit.data.volumes import is_volume_input
     from segkit.volumes import predict_volumes
 
-    images = [i for i in inputs if not is_volume(i)]
+    images = [i for i in inputs if not is_volume_input(i)]
     if images:
         raise click.UsageError(f"give volumes or images, not both: {images[0]} is not a volume")
     for option in ("probabilities", "true_masks"):
@@ -572,7 +572,9 @@ def data():
 
 @data.command()
 @click.argument("root", type=click.Path())
-@click.option("--layout", default="auto", show_default=True, help="folders, figshare-mat or lgg.")
+@click.option(
+    "--layout", default="auto", show_default=True, help="folders, figshare-mat, lgg or volumes."
+)
 @_class_options
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report.")
 def inspect(root, layout, num_classes, classes, as_json):

@@ -37,6 +37,13 @@ map and of the predicted one): ``"classes"`` then holds one entry per region, an
 
 With ``ignore_index`` (e.g. 255 = unlabelled), pixels of that value in a true label map count
 as background in both truth and prediction, so they add to no class's counts.
+
+On the volume layout (``imagesTr/``, ``labelsTr/``) each slice is an image of the keys above,
+and each volume is also scored whole, in 3-D, with distances in millimetres from its voxel
+spacing (`segkit.volumes.volume_pairs`): the report adds ``n_volumes``, ``volume_dice_mean``,
+``volume_dice_median``, ``volume_dice_pooled``, ``volume_iou_mean``, ``volume_hd95_mean_mm``,
+``volume_hd95_nan``, ``volume_assd_mean_mm`` and ``volumes``, one record per volume (see
+`segkit.volumes.volume_summary`).
 """
 
 from __future__ import annotations
@@ -55,6 +62,7 @@ from segkit.inference import Segmenter, load_model, warn_unusual
 from segkit.masks import regions_from_labels
 from segkit.progress import Progress
 from segkit.resize import resize_labels, resize_mask, resize_nearest, resize_probabilities
+from segkit.volumes import format_volumes, volume_pairs, volume_summary
 
 PER_IMAGE = ("dice", "iou", "hd95", "assd", "precision", "recall")
 
@@ -144,6 +152,22 @@ def evaluate(
             ignore_index,
         )
         source = model.name
+    volume_scores: list[dict] = []
+    if samples and samples[0].layout == "volumes":  # slices of volumes: read a volume at a time
+        if at_model_size:
+            raise ValueError("at_model_size: volumes are scored at their own voxels")
+        if regions is not None:
+            raise ValueError("regions: volumes are scored by their classes, not by regions")
+        pairs = volume_pairs(
+            samples,
+            volume_scores,
+            segmenter=model if predictions is None else None,
+            predictions=predictions,
+            threshold=threshold,
+            batch_size=batch_size,
+            classes=found,
+            ignore_index=ignore_index,
+        )
     shown = Progress(len(samples), "images", "evaluate", enabled=progress)
     scored, by_class = [], []
     for sample, predicted, true in pairs:
@@ -170,6 +194,8 @@ def evaluate(
     }
     if found is not None:
         report.update(_class_summary(by_class))
+    if volume_scores:
+        report.update(volume_summary(volume_scores))
     if regions is not None:
         report["regions"] = {
             name: list(labels) for name, labels in zip(regions.names, regions.labels, strict=True)
@@ -417,4 +443,6 @@ def format_table(report: dict) -> str:
         f"(scored at {report['resolution']} resolution; dice = per-image mean; n/a = images "
         "without an HD95, left out of its mean: one of prediction and truth is empty)"
     )
+    if report.get("volumes"):
+        lines += format_volumes(report)
     return "\n".join(lines)

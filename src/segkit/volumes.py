@@ -4,17 +4,21 @@
 import segkit.volumes
 
 written = segkit.volumes.predict_volumes(
-    "resunet.figshare", ["scan.nii.gz", "dicom/series_3"], "masks", overlays=True
+    "resunet.figshare", ["scan.nii.gz", "dicom/series_3", "data/imagesTs"], "masks", overlays=True
 )
 # masks/scan_mask.nii.gz, scan_mask.json, scan_montage.png; masks/series_3_mask.nii.gz, ...
+# and one mask per case of imagesTs/ (case_0000.nii.gz, case_0001.nii.gz, ... are one case)
 ```
 
 segkit's models are 2-D, so a volume is segmented one slice at a time:
 
-1. it is read by `segkit.data.volumes.read_volume` and cut into slices along its axial axis
-   (found from the affine) or the voxel axis given, each laid out as a viewer shows it;
+1. it is read by `segkit.data.volumes.read_volume` (a case of several modalities, file by file,
+   stacked as channels) and cut into slices along its axial axis (found from the affine) or the
+   voxel axis given, each laid out as a viewer shows it;
 2. its voxels are mapped to 8 bits by the volume's own percentile window (0.5th to 99.5th
-   percentile to 0..255, `segkit.data.volumes.to_uint8`), since the models read 8-bit images;
+   percentile to 0..255, each modality by its own: `segkit.data.volumes.map_to_uint8`), since
+   the models read 8-bit images; models trained on the volume layout saw their slices mapped
+   the same way (`segkit.data.volume_layout`);
 3. each slice is then segmented as an image file would be: resized to the model, normalised as
    its weights say, run (with the model's test-time augmentation), brought back to the slice's
    size, thresholded (or the most probable class taken) and post-processed, as the model's
@@ -24,31 +28,49 @@ segkit's models are 2-D, so a volume is segmented one slice at a time:
    input, the rest of its header geometry). A DICOM series gives a NIfTI aligned with it.
 
 Beside each mask, ``<name>_mask.json`` records how it was made: the model, the axis, the
-inference settings and the intensity window. With ``overlays``, ``<name>_montage.png`` shows
+inference settings and the intensity windows. With ``overlays``, ``<name>_montage.png`` shows
 the slices that hold a prediction, outlined as `segkit.visualize` draws them, each tile marked
 with its index along the axis in the file (from 0).
+
+`volume_pairs` serves `segkit.evaluate` on the volume layout: it segments (or reads the
+predicted ``<case>_mask.nii.gz`` of) each volume once, gives its slices to the per-slice scores
+and scores the whole volume in 3-D, with distances in millimetres from the voxel spacing
+(`volume_summary`, `format_volumes`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from segkit import evaluation
 from segkit._io import check_writable, write_json
-from segkit.data import volumes
-from segkit.data.classes import default_names
+from segkit.data import volume_layout, volumes
+from segkit.data.classes import Classes, default_names
+from segkit.data.preprocess import Preprocessing
+from segkit.data.samples import Sample
 from segkit.inference import Segmenter, load_model
 from segkit.postprocess import PostProcessing
 from segkit.progress import Progress
 from segkit.resize import resize_probabilities
 from segkit.visualize import label_overlay, overlay, write_png
 
-__all__ = ["MONTAGE_TILES", "SegmentedVolume", "montage", "predict_volumes", "segment_volume"]
+__all__ = [
+    "MONTAGE_TILES",
+    "SegmentedVolume",
+    "format_volumes",
+    "montage",
+    "predict_volumes",
+    "segment_volume",
+    "volume_inputs",
+    "volume_pairs",
+    "volume_summary",
+]
 
 #: Most slices a montage shows; more are thinned evenly.
 MONTAGE_TILES = 36
@@ -64,7 +86,7 @@ class SegmentedVolume:
         images: ``uint8 (N, H, W, C)``: the slices the model saw, before resizing.
         masks: ``uint8 (N, H, W)``: the predicted slice masks (``labels`` cut the same way).
         slicing: how the slices were cut (`segkit.data.volumes.Slicing`).
-        window: the intensity window mapped to 0..255.
+        windows: the intensity window mapped to 0..255, one per modality.
         threshold: the probability threshold used (one-channel models).
         class_names: the classes of a multi-class model (index = value), else None.
     """
@@ -73,7 +95,7 @@ class SegmentedVolume:
     images: np.ndarray
     masks: np.ndarray
     slicing: volumes.Slicing
-    window: tuple[float, float]
+    windows: tuple[tuple[float, float], ...]
     threshold: float
     class_names: tuple[str, ...] | None = None
 
@@ -92,7 +114,9 @@ def segment_volume(
     Args:
         segmenter: a loaded model (`segkit.inference.load_model`), run with its settings
             (test-time augmentation, post-processing).
-        volume: the volume (`segkit.data.volumes.read_volume`).
+        volume: the volume (`segkit.data.volumes.read_volume`), or a case of several
+            modalities (`segkit.data.volumes.stack_modalities`): the model reads them as
+            `segkit.data.volume_layout.pick_channels` says.
         axis: the voxel axis to cut slices along; None for the axial axis.
         threshold: probability above which a pixel is foreground; None takes the segmenter's.
         batch_size: slices per forward pass.
@@ -100,14 +124,17 @@ def segment_volume(
 
     Raises:
         ValueError: a bad ``axis`` or ``threshold``, or a model that reads channels a volume
-            does not have.
+            does not have (a `segkit.data.DataError` naming the file).
     """
     threshold = segmenter.threshold if threshold is None else threshold
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
     slicing = volumes.slicing(volume, axis)
-    window = volumes.percentile_window(volume.array)
-    images = _model_channels(slicing.slices(volumes.to_uint8(volume.array, window)), segmenter)
+    mapped, windows = volumes.map_to_uint8(volume.array)
+    stack = slicing.slices(mapped)
+    images = volume_layout.pick_channels(
+        stack if stack.ndim == 4 else stack[..., None], segmenter.prep.channels, volume.source
+    )
     masks = np.zeros(images.shape[:3], np.uint8)
     label = f"predict {volumes.volume_name(volume.source)}"
     shown = Progress(len(images), "slices", label, enabled=progress)
@@ -127,21 +154,9 @@ def segment_volume(
         images=images,
         masks=masks,
         slicing=slicing,
-        window=window,
+        windows=windows,
         threshold=float(threshold),
         class_names=tuple(names) if names else None,
-    )
-
-
-def _model_channels(slices: np.ndarray, segmenter: Segmenter) -> np.ndarray:
-    """``(N, H, W)`` greyscale slices as the ``(N, H, W, C)`` images the model reads."""
-    channels = segmenter.prep.channels
-    if channels == 1:
-        return slices[..., None]
-    if channels == 3:  # an RGB model: grey repeated, as for a greyscale image file
-        return np.repeat(slices[..., None], 3, axis=-1)
-    raise ValueError(
-        f"model {segmenter.name} reads the channels {channels}; a volume has one channel"
     )
 
 
@@ -204,13 +219,18 @@ def predict_volumes(
     progress: bool = False,
     precision: str = "float32",
 ) -> list[Path]:
-    """Segment NIfTI files and DICOM series folders; write a NIfTI label map per volume.
+    """Segment NIfTI files, DICOM series folders and folders of NIfTI files; write a NIfTI
+    label map per volume.
 
     Args:
         model: a model spec (see `segkit.inference`) or a loaded `Segmenter`.
-        inputs: ``.nii`` / ``.nii.gz`` files and folders each holding one DICOM series.
+        inputs: ``.nii`` / ``.nii.gz`` files, folders each holding one DICOM series, and
+            folders of NIfTI files such as a volume layout's ``imagesTs/``, where
+            ``<case>_0000``, ``<case>_0001``, ... are the modalities of one case
+            (`segkit.data.volume_layout.group_modalities`).
         out: output folder; gets ``<name>_mask.nii.gz`` and ``<name>_mask.json`` per volume
-            (``<name>``: the file name less ``.nii(.gz)``, or the DICOM folder's name).
+            (``<name>``: the file name less ``.nii(.gz)``, the DICOM folder's name, or the
+            case).
         weights: weights tag when ``model`` is a registry name.
         axis: the voxel axis to segment slices along; None for each volume's axial axis.
         threshold: probability above which a voxel is foreground; None takes the model's (see
@@ -232,12 +252,10 @@ def predict_volumes(
 
     Raises:
         FileNotFoundError: an input that does not exist.
+        ValueError: two volumes of the same name (their masks would overwrite each other).
         segkit.data.DataError: an input that is not a readable volume (the message names it).
     """
-    inputs = [Path(i) for i in inputs]
-    for path in inputs:
-        if not path.exists():
-            raise FileNotFoundError(f"{path} does not exist")
+    cases = volume_inputs(inputs)
     changes = {"threshold": threshold, "tta": tta, "postprocess": postprocess}
     if isinstance(model, Segmenter):
         segmenter = model.with_settings(defaults=defaults, **changes)
@@ -252,12 +270,11 @@ def predict_volumes(
         )
     out = check_writable(out)
     written = []
-    for path in inputs:
-        volume = volumes.read_volume(path)
+    for name, paths in cases.items():
+        volume = volumes.stack_modalities([volumes.read_volume(path) for path in paths])
         segmented = segment_volume(
             segmenter, volume, axis=axis, batch_size=batch_size, progress=progress
         )
-        name = volumes.volume_name(path)
         axis_used = segmented.slicing.axis
         mask_path = out / f"{name}_mask.nii.gz"
         low, high = volumes.PERCENTILES
@@ -267,15 +284,43 @@ def predict_volumes(
         picture = montage(segmented) if overlays else None
         if picture is not None:
             write_png(out / f"{name}_montage.png", picture)
-        write_json(out / f"{name}_mask.json", _record(path, segmenter, segmented, volume))
+        write_json(out / f"{name}_mask.json", _record(paths, segmenter, segmented, volume))
     return written
 
 
-def _record(path: Path, segmenter: Segmenter, segmented: SegmentedVolume, volume) -> dict:
+def volume_inputs(inputs: Iterable[str | Path]) -> dict[str, list[Path]]:
+    """The volumes to segment, by name: each NIfTI file or DICOM folder alone, and the cases of
+    each folder of NIfTI files, their modalities in channel order.
+
+    Raises:
+        FileNotFoundError: an input that does not exist.
+        ValueError: two volumes of one name.
+    """
+    cases: dict[str, list[Path]] = {}
+    for item in inputs:
+        path = Path(item)
+        if not path.exists():
+            raise FileNotFoundError(f"{path} does not exist")
+        if volumes.is_volume(path) or not volumes.nifti_files(path):
+            found = {volumes.volume_name(path): [path]}  # read_volume says what is wrong
+        else:
+            found = volume_layout.group_modalities(volumes.nifti_files(path))
+        for name, paths in found.items():
+            if name in cases:
+                raise ValueError(
+                    f"inputs {cases[name][0]} and {paths[0]} share the name {name!r} (their "
+                    "masks would overwrite each other)"
+                )
+            cases[name] = paths
+    return cases
+
+
+def _record(paths: list[Path], segmenter: Segmenter, segmented: SegmentedVolume, volume) -> dict:
     """How a mask was made, for the JSON beside it."""
     names = segmented.class_names or ("background", "foreground")
     return {
-        "source": str(path),
+        "source": str(paths[0]),
+        **({"modalities": [str(p) for p in paths]} if len(paths) > 1 else {}),
         "model": segmenter.name,
         "axis": segmented.slicing.axis,
         "slices": len(segmented.masks),
@@ -286,9 +331,222 @@ def _record(path: Path, segmenter: Segmenter, segmented: SegmentedVolume, volume
         "settings": segmenter.settings.to_dict(),
         "labels": dict(enumerate(names)),
         "intensity": {
-            "mapping": "percentile window to 0..255, then the model's own normalisation",
+            "mapping": "percentile window to 0..255 (each modality by its own), then the "
+            "model's own normalisation",
             "percentiles": list(volumes.PERCENTILES),
-            "window": list(segmented.window),
+            "windows": [list(window) for window in segmented.windows],
             "normalisation": segmenter.prep.normalize,
         },
     }
+
+
+#: Predicted masks of a case in a predictions folder, by the names tried in turn: segkit
+#: predict's, then nnU-Net's (named as the case).
+PREDICTION_NAMES = ("{case}_mask.nii.gz", "{case}_mask.nii", "{case}.nii.gz", "{case}.nii")
+#: Most volumes `format_volumes` shows a row for; the report holds them all.
+TABLE_VOLUMES = 20
+
+
+def volume_pairs(
+    samples: Sequence[Sample],
+    scores: list[dict],
+    *,
+    segmenter: Segmenter | None = None,
+    predictions: str | Path | None = None,
+    threshold: float | None = None,
+    batch_size: int = 8,
+    classes: Classes | None = None,
+    ignore_index: int | None = None,
+) -> Iterator[tuple[Sample, np.ndarray, np.ndarray]]:
+    """``(sample, predicted slice, true slice)`` for each slice of the volume layout among
+    ``samples``, the way `segkit.reports.evaluate` scores images; each volume is also scored
+    whole, in 3-D, into ``scores``.
+
+    Each volume is read once. Its mask is `segment_volume`'s (the mask `segkit predict`
+    writes), or read from ``predictions``: ``<case>_mask.nii.gz`` as `predict_volumes` names
+    it, or ``<case>.nii.gz`` as nnU-Net does, with the image's shape and affine. Slices are
+    given at the volume's own resolution. The 3-D score is `segkit.evaluation.score` of the
+    whole label volumes with the voxel spacing from the affine, so HD95 and ASSD are in
+    millimetres (label maps: `segkit.evaluation.score_classes`, then the mean over the classes
+    present); voxels of ``ignore_index`` in the truth count as background in both. A volume
+    only some of whose slices are among ``samples`` (slices of a slice-wise random split) gets
+    no 3-D score.
+
+    Args:
+        samples: samples of the ``"volumes"`` layout (`segkit.data.find_samples`).
+        scores: a list to which each volume's 3-D scores are appended as it is read: `score`'s
+            keys and ``case``, ``image``, ``labels``, ``slices``, ``spacing`` (and ``classes``
+            for label maps); see `volume_summary`.
+        segmenter: the model; None when ``predictions`` is given.
+        predictions: a folder of predicted label volumes.
+        threshold: probability above which a voxel is foreground; None: the segmenter's.
+        batch_size: slices per forward pass.
+        classes: the classes of label maps; None: binary labels (0/1 or 0/255).
+        ignore_index: a value of the true label maps left unscored.
+
+    Raises:
+        FileNotFoundError: the predictions folder, or a case's mask in it, is missing.
+        DataError: a volume or mask that cannot be read or does not fit its image.
+    """
+    cases: dict[str, list[Sample]] = {}
+    for sample in samples:
+        cases.setdefault(sample.patient, []).append(sample)
+    found = _prediction_files(Path(predictions), cases) if predictions is not None else {}
+    truth_prep = Preprocessing.for_classes(
+        classes, **({"ignore_index": ignore_index} if classes else {})
+    )
+    for case, members in cases.items():
+        image, truth = volume_layout.read_case(members[0].modalities, members[0].mask)
+        if segmenter is not None:
+            predicted = segment_volume(
+                segmenter, image, threshold=threshold, batch_size=batch_size
+            ).labels
+        else:
+            labels = volumes.read_labels(found[case], image)
+            predicted = volume_layout.mask_values(
+                labels.array, found[case], Preprocessing.for_classes(classes)
+            )
+        true = volume_layout.mask_values(truth.array, members[0].mask, truth_prep)
+        slicing = volumes.slicing(image)
+        if len(members) == len(slicing.indices):
+            scores.append(
+                _score_volume(case, members[0], image, predicted, true, classes, ignore_index)
+            )
+        position = {int(index): p for p, index in enumerate(slicing.indices)}
+        predicted_slices, true_slices = slicing.slices(predicted), slicing.slices(true)
+        for sample in members:
+            at = position[sample.slice]
+            yield sample, predicted_slices[at], true_slices[at]
+
+
+def _prediction_files(folder: Path, cases) -> dict[str, Path]:
+    if not folder.is_dir():
+        raise FileNotFoundError(f"predictions folder {folder} does not exist")
+    found, missing = {}, []
+    for case in cases:
+        names = [name.format(case=case) for name in PREDICTION_NAMES]
+        path = next((folder / n for n in names if (folder / n).is_file()), None)
+        if path is None:
+            missing.append(names[0])
+        found[case] = path
+    if missing:
+        more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+        raise FileNotFoundError(
+            f"predictions folder {folder} lacks {', '.join(missing[:10])}{more}"
+        )
+    return found
+
+
+def _score_volume(case, sample, image, predicted, true, classes, ignore_index) -> dict:
+    if ignore_index is not None:  # unlabelled voxels: background in both, never scored
+        unlabelled = true == ignore_index
+        predicted, true = np.where(unlabelled, 0, predicted), np.where(unlabelled, 0, true)
+    record = {
+        "case": case,
+        "image": str(sample.image),
+        "labels": str(sample.mask),
+        "slices": int(image.shape[image.axial_axis]),
+        "spacing": list(image.spacing),
+    }
+    if classes is None:
+        return {**record, **evaluation.score(predicted, true, image.spacing)}
+    by_class = evaluation.score_classes(predicted, true, classes.names, image.spacing)
+    flat = {}
+    for metric in evaluation.METRICS:  # the mean over the classes the volume holds
+        values = np.array([s[metric] for s in by_class.values()], dtype=float)
+        flat[metric] = float(np.nanmean(values)) if not np.isnan(values).all() else float("nan")
+    for count in ("tp", "fp", "fn", "tn"):
+        flat[count] = float(sum(s[count] for s in by_class.values()))
+    return {**record, **flat, "classes": by_class}
+
+
+def volume_summary(scores: list[dict]) -> dict:
+    """The report entries of `volume_pairs`' 3-D scores: summary keys and one record per volume.
+
+    Returns:
+        ``n_volumes``; ``volume_dice_mean``, ``volume_dice_median``, ``volume_iou_mean``
+        (means over volumes); ``volume_dice_pooled`` (Dice of every volume's voxels together;
+        label maps: the mean over the classes of each class's); ``volume_hd95_mean_mm`` and
+        ``volume_assd_mean_mm`` (millimetres, volumes without a distance left out and
+        counted in ``volume_hd95_nan``); and ``volumes``, per volume: ``case``, ``image``,
+        ``labels``, ``slices``, ``spacing_mm``, ``dice``, ``iou``, ``hd95_mm``, ``assd_mm``,
+        ``precision``, ``recall`` (label maps: ``classes``, those per class).
+    """
+    summary = evaluation.summarize(scores)
+    pooled = summary["dice_pooled"]
+    if scores and "classes" in scores[0]:
+        per_class = evaluation.summarize_classes([s["classes"] for s in scores])
+        pooled = float(np.nanmean([c["dice_pooled"] for c in per_class.values()]))
+    return {
+        "n_volumes": len(scores),
+        "volume_dice_mean": _clean(summary["dice"]["mean"]),
+        "volume_dice_median": _clean(summary["dice"]["median"]),
+        "volume_dice_pooled": _clean(pooled),
+        "volume_iou_mean": _clean(summary["iou"]["mean"]),
+        "volume_hd95_mean_mm": _clean(summary["hd95"]["mean"]),
+        "volume_hd95_nan": summary["hd95"]["nan"],
+        "volume_assd_mean_mm": _clean(summary["assd"]["mean"]),
+        "volumes": [_volume_record(s) for s in scores],
+    }
+
+
+def _volume_record(score: dict) -> dict:
+    distances = {"hd95": "hd95_mm", "assd": "assd_mm"}
+    record = {
+        "case": score["case"],
+        "image": score["image"],
+        "labels": score["labels"],
+        "slices": score["slices"],
+        "spacing_mm": score["spacing"],
+    }
+    for key in ("dice", "iou", "hd95", "assd", "precision", "recall"):
+        record[distances.get(key, key)] = _clean(score[key])
+    if "classes" in score:
+        record["classes"] = {
+            name: {distances.get(k, k): _clean(s[k]) for k in ("dice", "iou", "hd95", "assd")}
+            for name, s in score["classes"].items()
+        }
+    return record
+
+
+def _clean(value: float) -> float | None:
+    """JSON has no NaN: undefined scores (a distance to an empty mask) become null."""
+    return None if value is None or math.isnan(value) else float(value)
+
+
+def format_volumes(report: dict) -> list[str]:
+    """The 3-D rows of a report's table: all volumes, then each (up to `TABLE_VOLUMES`)."""
+    volumes_scored = report["volumes"]
+    rows = [
+        (
+            "all volumes",
+            sum(v["slices"] for v in volumes_scored),
+            report["volume_dice_mean"],
+            report["volume_iou_mean"],
+            report["volume_hd95_mean_mm"],
+            report["volume_assd_mean_mm"],
+        )
+    ]
+    rows += [
+        (v["case"], v["slices"], v["dice"], v["iou"], v["hd95_mm"], v["assd_mm"])
+        for v in volumes_scored[:TABLE_VOLUMES]
+    ]
+    width = max(12, *(len(row[0]) for row in rows))
+
+    def cell(value, digits=3):
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    lines = [f"{'3-D':<{width}} {'slices':>6} {'dice':>6} {'iou':>6} {'hd95':>7} {'assd':>6}"]
+    for name, slices, dice, iou, hd95, assd in rows:
+        lines.append(
+            f"{name:<{width}} {slices:>6} {cell(dice):>6} {cell(iou):>6} {cell(hd95, 2):>7} "
+            f"{cell(assd, 2):>6}"
+        )
+    more = len(volumes_scored) - TABLE_VOLUMES
+    lines.append(
+        f"(3-D: each volume scored whole; all = mean over the {len(volumes_scored)} volumes, "
+        f"pooled dice {cell(report['volume_dice_pooled'])}; hd95 and assd in mm from the voxel "
+        "spacing, volumes with one empty mask left out"
+        + (f"; {more} more volumes in the report)" if more > 0 else ")")
+    )
+    return lines
