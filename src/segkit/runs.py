@@ -140,6 +140,13 @@ class TrainConfig:
     limit: int | None = _option(
         None, "Train on only the first N training samples of the split (a quick try)."
     )
+    slices: str = _option(
+        "all",
+        "Which training slices to use: all; foreground, those whose mask holds foreground; "
+        "or foreground+SHARE, those and a random share of the rest (e.g. foreground+0.1). "
+        "Validation keeps every slice.",
+        metavar="all|foreground|foreground+SHARE",
+    )
     augment: bool = _option(True, "Random flips, rotations and intensity changes.")
     crop: int | None = _option(None, "Train on random square crops of this side.")
     init_from: str | None = _option(
