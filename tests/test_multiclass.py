@@ -17,6 +17,7 @@ from segkit.cli import cli
 from segkit.demo import sample_dir
 from segkit.exporting import export
 from segkit.inference import load_model, predict
+from segkit.runs import load_keras
 
 pytestmark = pytest.mark.backend
 
@@ -128,10 +129,15 @@ def test_cli_trains_label_maps_named_by_classes_json(tmp_path):
     args += ["--image-size", "32", "--batch-size", "2", "--epochs", "1"]
     args += ["--manifest", str(tmp_path / "split.json"), "--cache", str(tmp_path / "cache")]
     args += ["--model-config", "base_filters=4", "--model-config", "depth=2"]
+    args += ["--loss", "bce_dice", "--loss-arg", "include_background=true"]
+    args += ["--loss-arg", "class_weights=[0, 1, 2, 1]"]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     config = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
     assert config["class_names"] == TUMOUR_TYPES and config["classes"] is None
+    loss = load_keras(tmp_path / "run" / "last.keras", compile=True).loss.get_config()
+    assert loss["mode"] == "multiclass" and loss["include_background"] is True
+    assert loss["class_weights"] == [0.0, 1.0, 2.0, 1.0]
 
 
 @pytest.mark.parametrize(
