@@ -30,7 +30,26 @@ FROM_TUTORIALS = {
         f"saliency/{method}/172_saliency.png": f"explain/{method}.png"
         for method in ("gradient", "smoothgrad", "gradcam", "occlusion")
     },
+    "volumes.md": {"masks/TCGA_HT_7694_19950404_montage.png": "volumes/montage.png"},
 }
+
+# Pictures copied at a smaller width (pixels), to keep the pages light: a montage holds up to 36
+# tiles at the scan's own size.
+WIDTHS = {"volumes/montage.png": 640}
+
+
+def copy_picture(source: Path, target: str) -> None:
+    """Copy a tutorial's picture into docs/images/, made smaller if `WIDTHS` says so."""
+    from PIL import Image
+
+    path = IMAGES / target
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if target not in WIDTHS:
+        shutil.copyfile(source, path)
+        return
+    picture = Image.open(source).convert("RGB")
+    height = round(picture.height * WIDTHS[target] / picture.width)
+    picture.resize((WIDTHS[target], height), Image.Resampling.LANCZOS).save(path, optimize=True)
 
 
 def home_picture(path: Path) -> None:
@@ -76,7 +95,7 @@ def main() -> int:
                 print(result.stdout, result.stderr, file=sys.stderr)
                 return 1
             for source, target in copies.items():
-                shutil.copyfile(Path(tmp) / source, IMAGES / target)
+                copy_picture(Path(tmp) / source, target)
     print("\n".join(sorted(str(p.relative_to(ROOT)) for p in IMAGES.glob("*.png"))))
     return 0
 
