@@ -291,3 +291,18 @@ def test_a_bad_slices_choice_names_the_argument(text):
     ):
         parse_slices(text)
     assert parse_slices("foreground+0.25") == 0.25
+
+
+def test_unlabelled_voxels_are_kept_only_when_asked_for(layout, tmp_path):
+    root, _ = layout
+    copy = copy_of(root, tmp_path)
+    sample = data.find_samples(copy)[2]
+    labels = nib.load(sample.mask)
+    values = np.asanyarray(labels.dataobj).copy()
+    values[:8, :8, :] = 255  # a corner left unlabelled
+    write_nifti(sample.mask, values, labels.affine)
+    kept = data.Preprocessing(size=(64, 64), num_classes=2, ignore_index=255)
+    _, mask = decoder(kept)(sample)
+    assert (mask == 255).any()
+    with pytest.raises(DataError, match="holding the value 255; classes are 0..1"):
+        decoder(data.Preprocessing(size=(64, 64), num_classes=2))(sample)

@@ -297,7 +297,8 @@ def decode_slice(sample, prep, cache_dir: str | Path | None = None):
     """
     sources = _sources(sample.modalities, sample.mask)
     if cache_dir is None:
-        stored = _decoded_in_memory(sources, prep)
+        # By the key too: it names ignore_index, which the preprocessing's equality leaves out.
+        stored = _decoded_in_memory(sources, prep, prep.key())
     else:
         stored = _decoded_on_disk(sources, prep, Path(cache_dir))
     row = stored[sample.slice]
@@ -315,7 +316,7 @@ def _sources(images: Sequence[Path], labels: Path) -> tuple:
 
 
 @functools.lru_cache(maxsize=MEMORY_CASES)
-def _decoded_in_memory(sources: tuple, prep) -> np.ndarray:
+def _decoded_in_memory(sources: tuple, prep, key: str) -> np.ndarray:
     *images, labels = (Path(path) for path, _, _ in sources)
     decoded = decode_case(images, labels, prep)
     decoded.flags.writeable = False  # shared by every caller
