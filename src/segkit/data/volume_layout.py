@@ -155,7 +155,7 @@ def scan_cases(root: str | Path) -> tuple[list[Case], list[Problem]]:
             problems.append(Problem(str(path), f"label file without an image in {IMAGES_DIR}/"))
     usual = Counter(len(files) for files in grouped.values()).most_common(1)
     cases = []
-    for case, files in natsort.natsorted(grouped.items()):
+    for case, files in natsort.natsorted(grouped.items(), key=lambda item: item[0]):
         if len(files) != usual[0][0]:
             problems.append(
                 Problem(
