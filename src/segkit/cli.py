@@ -176,7 +176,8 @@ def train_options(function):
         elif spec.name == "channels":
             options.update(default=str(default), show_default=True)
         else:
-            value_type = {int | None: int, str | None: click.Path(), int | str: str}.get(kind, kind)
+            optional = {int | None: int, float | None: float, str | None: click.Path()}
+            value_type = {**optional, int | str: str}.get(kind, kind)
             if "choices" in meta:
                 value_type = click.Choice(meta["choices"])
                 options.pop("metavar")

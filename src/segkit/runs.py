@@ -118,8 +118,28 @@ class TrainConfig:
     learning_rate: float = _option(1e-4, "Peak learning rate of Adam.", flag="--lr")
     schedule: str = _option(
         "constant",
-        "cosine: one warm-up epoch, then decay to zero at the last epoch.",
+        "cosine: warm-up, then decay to zero at the last epoch.",
         choices=SCHEDULES,
+    )
+    warmup_epochs: int | None = _option(
+        None,
+        "Epochs of linear learning-rate warm-up from zero (default: 1 with the cosine schedule "
+        "when there are two epochs or more, 0 with the constant one).",
+    )
+    clipnorm: float | None = _option(
+        None, "Clip the gradients to this global norm (none: no clipping).", metavar="NORM"
+    )
+    ema: float | None = _option(
+        None,
+        "Keep an exponential moving average of the weights with this decay, e.g. 0.99: "
+        "validation, early stopping, best.keras and the result use it.",
+        metavar="DECAY",
+    )
+    precise_bn: int = _option(
+        0,
+        "Before each validation, recompute batch-norm statistics on this many unaugmented "
+        "training batches (0: no).",
+        metavar="N",
     )
     precision: str = _option(
         "float32", "Compute precision; mixed keeps float32 weights.", choices=PRECISIONS
@@ -242,6 +262,21 @@ class TrainConfig:
             raise ValueError(
                 f"crop must be between 1 and the image size {min(self.image_size)}, got {self.crop}"
             )
+        self._check_recipe()
+
+    def _check_recipe(self) -> None:
+        """The warm-up, clipping, weight-averaging and batch-norm settings."""
+        if self.warmup_epochs is not None and not 0 <= self.warmup_epochs < self.epochs:
+            raise ValueError(
+                f"warmup_epochs must be at least 0 and fewer than the {self.epochs} epochs, "
+                f"got {self.warmup_epochs}"
+            )
+        if self.clipnorm is not None and self.clipnorm <= 0:
+            raise ValueError(f"clipnorm must be positive, got {self.clipnorm}")
+        if self.ema is not None and not 0 < self.ema < 1:
+            raise ValueError(f"ema is a decay between 0 and 1, e.g. 0.99; got {self.ema}")
+        if self.precise_bn < 0:
+            raise ValueError(f"precise_bn must be 0 or more batches, got {self.precise_bn}")
 
 
 def _field(name: str):
@@ -385,16 +420,29 @@ class RunFolder:
             return RunState()
         return read_state(self.last_checkpoint)
 
-    def save_epoch(self, model, state: RunState, improved: bool) -> None:
+    def save_epoch(self, model, state: RunState, improved: bool, best_weights=None) -> None:
         """Commit a finished epoch: ``last.keras`` with the state inside, ``best.keras`` when
-        the epoch improved, then the log and curves."""
+        the epoch improved, then the log and curves.
+
+        ``best.keras`` is a copy of ``last.keras``, or ``model`` with ``best_weights``
+        (``model.get_weights()`` order) where those were validated instead of the weights it
+        trains: the moving average of a run with ``ema``.
+        """
         with atomic_path(self.last_checkpoint) as tmp:
             model.save(tmp)
             with zipfile.ZipFile(tmp, "a") as archive:
                 archive.writestr(STATE_ENTRY, json.dumps(asdict(state)))
         if improved:
             with atomic_path(self.best_checkpoint) as tmp:
-                shutil.copyfile(self.last_checkpoint, tmp)
+                if best_weights is None:
+                    shutil.copyfile(self.last_checkpoint, tmp)
+                else:
+                    trained = model.get_weights()
+                    model.set_weights(best_weights)
+                    try:
+                        model.save(tmp)
+                    finally:
+                        model.set_weights(trained)
         self.write_log(state.history)
 
     def write_log(self, history: list[dict]) -> None:

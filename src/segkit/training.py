@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import tempfile
 import time
+import warnings
+from collections.abc import Iterable
 from pathlib import Path
 
 import keras
@@ -38,7 +40,9 @@ __all__ = [
     "RunRecorder",
     "RunState",
     "TrainConfig",
+    "ValidationWeights",
     "read_state",
+    "recompute_batch_norm",
     "resume",
     "train",
 ]
@@ -63,9 +67,15 @@ def train(
         callbacks: extra Keras callbacks (not saved with the run).
         **settings: any field of `TrainConfig`: ``loss`` and ``loss_args`` (a loss name of
             `segkit.losses.list()` and its arguments, e.g. ``loss="tversky",
-            loss_args={"alpha": 0.3}``), ``epochs``, ``batch_size``,
-            ``learning_rate``, ``schedule`` (``"constant"``, or ``"cosine"``: one epoch of
-            warm-up, then cosine decay to zero at the last epoch), ``precision``
+            loss_args={"alpha": 0.3}``; ``loss_args={"per_image": True}`` averages Dice over
+            images, as the model cards report it), ``epochs``, ``batch_size``,
+            ``learning_rate``, ``schedule`` (``"constant"``, or ``"cosine"``: warm-up, then
+            cosine decay to zero at the last epoch), ``warmup_epochs`` (of linear warm-up
+            from zero: by default 1 for cosine, 0 for constant), ``clipnorm`` (clip the
+            gradients to this global norm), ``ema`` (a decay such as 0.99: validate, stop
+            early on and keep an exponential moving average of the weights), ``precise_bn``
+            (recompute batch-norm statistics on this many unaugmented training batches before
+            each validation), ``precision``
             (``"float32"``, or ``"mixed_bfloat16"``: about 1.8x faster training on CPUs with
             AVX-512 BF16, weights kept in float32), ``image_size``, ``split`` (``"auto"``,
             ``"blocks"``, ``"group"``, ``"random"``), ``manifest`` (a split file to reuse),
@@ -87,6 +97,7 @@ def train(
     config.check()
     check_precision(config.precision)
     placement = _place(config)
+    _check_placement(config, placement)
     run = RunFolder(out)
     # A folder whose run never finished an epoch holds nothing to resume: start it afresh, so
     # that a run stopped by bad data runs again once the data is fixed.
@@ -157,6 +168,7 @@ def resume(
         setattr(config, name, value)
     config.check()
     placement = _place(config)
+    _check_placement(config, placement)
     if placement.is_chief:
         run.remove_partial_files()
     check_precision(config.precision)
@@ -181,6 +193,12 @@ def _place(config: TrainConfig) -> distribute.Placement:
     return distribute.place(
         config.devices, config.coordinator, config.num_processes, config.process_id
     )
+
+
+def _check_placement(config: TrainConfig, placement: distribute.Placement) -> None:
+    if placement.process_count > 1 and (config.ema is not None or config.precise_bn):
+        # Both set weights between steps, which on several hosts all must do together.
+        raise ValueError("ema and precise_bn train on one host; run without several processes")
 
 
 def _intensity_range(samples, config: TrainConfig) -> IntensityRange:
@@ -238,11 +256,15 @@ def _load_initial_weights(network: keras.Model, source: str) -> None:
     """Start from a run folder (its ``last.keras``), a ``.keras`` file or a weights ``.npz``.
 
     The ``.npz`` is the format weights ship in (`segkit.models.pretrained.save_weights`),
-    about a seventh of a checkpoint's size (no optimizer state).
+    about a seventh of a checkpoint's size (no optimizer state). A run folder of a run with
+    ``ema`` gives the moving average its optimizer kept, the weights that run validated.
     """
     path = Path(source)
+    averaged = False
     if path.is_dir():
-        path = RunFolder(path).last_checkpoint
+        run = RunFolder(path)
+        averaged = run.holds_run() and run.config().ema is not None
+        path = run.last_checkpoint
     if not path.is_file():
         raise FileNotFoundError(f"init_from: {path} does not exist")
     if path.suffix == ".npz":
@@ -252,9 +274,11 @@ def _load_initial_weights(network: keras.Model, source: str) -> None:
             raise ValueError(f"init_from: {exc}") from None
         return
     try:
-        trained = load_keras(path)
+        trained = load_keras(path, compile=averaged)  # the average is optimizer state
     except ValueError as exc:
         raise ValueError(f"init_from: {exc}") from None
+    if averaged:
+        _swap_in_average(trained)
     shapes = [tuple(w.shape) for w in trained.weights]
     if shapes != [tuple(w.shape) for w in network.weights]:
         raise ValueError(
@@ -264,21 +288,39 @@ def _load_initial_weights(network: keras.Model, source: str) -> None:
     network.set_weights(trained.get_weights())
 
 
+def _learning_rate(config: TrainConfig, steps_per_epoch: int):
+    """The configured rate, or a schedule: linear warm-up from zero, then (cosine) decay to zero
+    at the last epoch or (constant) none. It is saved with the optimizer, so a resumed run
+    continues on it."""
+    warmup_epochs = config.warmup_epochs
+    if warmup_epochs is None:  # runs from before the setting had these
+        warmup_epochs = 1 if config.schedule == "cosine" and config.epochs > 1 else 0
+    warmup = steps_per_epoch * warmup_epochs
+    if config.schedule == "constant" and not warmup:
+        return config.learning_rate
+    return keras.optimizers.schedules.CosineDecay(
+        0.0,
+        decay_steps=max(1, steps_per_epoch * config.epochs - warmup),
+        alpha=1.0 if config.schedule == "constant" else 0.0,  # 1: stay at the target rate
+        warmup_target=config.learning_rate,
+        warmup_steps=warmup,
+    )
+
+
+def _optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    # With ema the optimizer keeps the average beside the weights it trains, which go on
+    # undisturbed: `ValidationWeights` swaps the average in to validate, and `RunRecorder`
+    # writes it to best.keras. (ema_overwrite_frequency would copy it over the trained weights
+    # every so many steps instead: a change to the optimisation itself, not an average of it.)
+    averaging = {"use_ema": True, "ema_momentum": config.ema} if config.ema is not None else {}
+    return keras.optimizers.Adam(
+        _learning_rate(config, steps_per_epoch), global_clipnorm=config.clipnorm, **averaging
+    )
+
+
 def _compile(network: keras.Model, config: TrainConfig, steps_per_epoch: int) -> None:
-    if config.schedule == "cosine":
-        # One epoch of linear warm-up, then cosine decay to zero at the last epoch. The
-        # schedule is saved with the optimizer, so a resumed run continues on it.
-        warmup = steps_per_epoch if config.epochs > 1 else 0
-        learning_rate = keras.optimizers.schedules.CosineDecay(
-            0.0,
-            decay_steps=max(1, steps_per_epoch * config.epochs - warmup),
-            warmup_target=config.learning_rate,
-            warmup_steps=warmup,
-        )
-    else:
-        learning_rate = config.learning_rate
     network.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
+        optimizer=_optimizer(config, steps_per_epoch),
         loss=_loss(config, network),
         metrics=_metrics(config),
     )
@@ -322,6 +364,21 @@ def _fit(
         val_samples, prep, batch_size=config.batch_size, shuffle=False, cache=cache, **share
     )
     recorder = RunRecorder(run, state, config.patience, config.seed, write=placement.is_chief)
+    own_callbacks = [recorder]
+    bn_batches = None
+    if config.precise_bn and not _batch_norm_layers(network):
+        warnings.warn(
+            f"precise_bn: {config.model} as configured has no batch normalisation; "
+            "there are no statistics to recompute",
+            stacklevel=2,
+        )
+    elif config.precise_bn:
+        # Unaugmented whole slices, in one shuffled order: the first batches mix tumour types.
+        bn_batches = data.SegmentationDataset(
+            train_samples, prep, batch_size=config.batch_size, seed=config.seed, cache=cache
+        )
+    if config.ema is not None or bn_batches is not None:
+        own_callbacks.insert(0, ValidationWeights(bn_batches, config.precise_bn))
     distribute.check_loss(placement, _loss(config, network), network.output_shape)
     with placement.scope():
         if not network.compiled:  # a new run; a resumed one brings its optimizer along
@@ -331,7 +388,7 @@ def _fit(
             validation_data=val_batches,
             epochs=config.epochs,
             initial_epoch=state.epoch,
-            callbacks=[recorder, *(callbacks or [])],
+            callbacks=[*own_callbacks, *(callbacks or [])],
             verbose=0 if quiet else 1,
         )
     if placement.process_count > 1:
@@ -403,7 +460,12 @@ class RunRecorder(keras.callbacks.Callback):
         else:
             state.epochs_without_improvement += 1
         if self.write:
-            self.run.save_epoch(self.model, state, improved)
+            best_weights = None
+            if improved and _averages_weights(self.model):  # keep the weights validated
+                trained = _swap_in_average(self.model)
+                best_weights = self.model.get_weights()
+                _restore(self.model, trained)
+            self.run.save_epoch(self.model, state, improved, best_weights)
         else:
             # Saving gathers the weights of all hosts, a step every process must take
             # together; only the chief keeps the file.
@@ -411,3 +473,105 @@ class RunRecorder(keras.callbacks.Callback):
                 self.model.save(Path(scratch) / "replica.keras")
         if state.epochs_without_improvement >= self.patience:
             self.model.stop_training = True
+
+
+class ValidationWeights(keras.callbacks.Callback):
+    """Validates the weights a run keeps rather than the ones it is stepping.
+
+    With ``ema`` the optimizer's moving average of the weights is swapped in for validation
+    and the trained weights back afterwards, so validation, early stopping and best.keras all
+    see the average. With ``precise_bn`` batch-norm statistics are then recomputed
+    (`recompute_batch_norm`) on the first ``precise_bn`` batches of ``batches``, for the
+    weights about to be validated. They stay in the model, and so in the checkpoints;
+    training moves them on from there.
+
+    Args:
+        batches: unaugmented training batches ``(images, masks)``; None: no precise batch norm.
+        precise_bn: how many of them to recompute batch-norm statistics on.
+    """
+
+    def __init__(self, batches=None, precise_bn: int = 0):
+        super().__init__()
+        self.batches = batches
+        self.precise_bn = precise_bn
+        self.trained = None  # the trained weights while the average is swapped in
+
+    def on_test_begin(self, logs=None):
+        if _averages_weights(self.model):
+            self.trained = _swap_in_average(self.model)
+        if self.batches is not None:
+            count = min(self.precise_bn, len(self.batches))
+            recompute_batch_norm(self.model, (self.batches[i][0] for i in range(count)))
+
+    def on_test_end(self, logs=None):
+        if self.trained is not None:
+            _restore(self.model, self.trained)
+            self.trained = None
+
+
+def recompute_batch_norm(model: keras.Model, images: Iterable) -> int:
+    """Set every batch-norm layer's moving mean and variance to the mean of its batch
+    statistics over ``images`` ("precise batch norm").
+
+    Training keeps these statistics as running averages that trail the weights, far behind
+    while the learning rate is high; inference uses them. Each batch runs through the model
+    in training mode, so each layer sees its inputs as in training (Wu and Johnson,
+    "Rethinking 'Batch' in BatchNorm", 2021).
+
+    Args:
+        model: the model; only its batch-norm statistics change.
+        images: batches of images ``(B, H, W, C)``, e.g. unaugmented training batches.
+
+    Returns:
+        How many layers were recomputed: 0 for a model without batch norm.
+    """
+    layers = _batch_norm_layers(model)
+    if not layers:
+        return 0
+    momenta = [layer.momentum for layer in layers]
+    try:
+        for count, batch in enumerate(images):
+            # A layer's new moving value is momentum * moving + (1 - momentum) * batch value:
+            # a momentum of n / (n + 1) on the (n + 1)-th batch keeps the plain mean of all.
+            for layer in layers:
+                layer.momentum = count / (count + 1)
+            model(batch, training=True)
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
+    return len(layers)
+
+
+def _batch_norm_layers(model) -> list:
+    """The trainable batch-norm layers of ``model`` and of the models nested in it."""
+    found = []
+    for layer in getattr(model, "layers", []):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            if layer.trainable:  # a frozen one keeps its statistics in training mode too
+                found.append(layer)
+        else:
+            found += _batch_norm_layers(layer)
+    return found
+
+
+def _averages_weights(model: keras.Model) -> bool:
+    optimizer = getattr(model, "optimizer", None)
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # mixed float16 wraps it
+    return bool(getattr(optimizer, "use_ema", False))
+
+
+def _swap_in_average(model: keras.Model) -> list:
+    """Put the optimizer's moving average into the trainable weights; returns the trained
+    weights, for `_restore`."""
+    trained = [keras.ops.convert_to_numpy(v) for v in model.trainable_variables]
+    model.optimizer.finalize_variable_values(model.trainable_variables)
+    for variable in model.trainable_variables:
+        # On JAX each weight now shares its array with the average, and evaluation frees the
+        # weights' arrays (donates them to the next step): the average would go with them.
+        variable.assign(keras.ops.copy(variable))
+    return trained
+
+
+def _restore(model: keras.Model, trained: list) -> None:
+    for variable, value in zip(model.trainable_variables, trained):
+        variable.assign(value)
