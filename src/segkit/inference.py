@@ -40,7 +40,7 @@ import numpy as np
 
 from segkit import data
 from segkit._io import check_writable, write_json
-from segkit.data.classes import default_names
+from segkit.data.classes import Regions, default_names
 from segkit.data.intensity import IntensityRange
 from segkit.data.samples import find_image_file, image_files
 from segkit.masks import to_mask
@@ -184,7 +184,10 @@ class Segmenter:
         intensity: the intensity range of the training images, where the model records one
             (run folders and shipped weights), to notice inputs unlike them.
         class_names: the classes of a multi-class model, index = output channel, where the
-            model records them (run folders); None otherwise.
+            model records them (run folders); None otherwise. For a region model: the classes
+            of the label maps its regions are made of.
+        regions: the regions of a region model (`segkit.data.classes.Regions`), one output
+            channel each, where the model records them (run folders); None otherwise.
     """
 
     run: object
@@ -195,6 +198,7 @@ class Segmenter:
     precision: str = "float32"
     intensity: IntensityRange | None = None
     class_names: tuple[str, ...] | None = None
+    regions: Regions | None = None
 
     @property
     def threshold(self) -> float:
@@ -266,7 +270,9 @@ class Segmenter:
         resized to an image's own: thresholded (one channel; at ``threshold`` if given, else
         the settings') or each pixel's most probable class, then post-processed as the
         settings say (``min_size`` scaled from the model's input size to the mask's)."""
-        mask = to_mask(probabilities, self.threshold if threshold is None else threshold)
+        threshold = self.threshold if threshold is None else threshold
+        regions = self.regions.labels if self.regions else None  # painted as nnU-Net paints
+        mask = to_mask(probabilities, threshold, regions)
         rules = self.settings.postprocess
         if rules:
             height, width = self.prep.size
@@ -300,7 +306,10 @@ def _turned_back(batch: np.ndarray, turns: int, mirrored: bool) -> np.ndarray:
 
 
 def _class_names(segmenter: Segmenter, channels: int) -> tuple[str, ...] | None:
-    """A multi-class model's class names (its own, else ``background, class_1, ...``)."""
+    """A multi-class model's class names (its own, else ``background, class_1, ...``); a region
+    model's label-map classes."""
+    if segmenter.regions:
+        return tuple(segmenter.class_names)
     if channels == 1:
         return None
     if segmenter.class_names and len(segmenter.class_names) == channels:
@@ -372,6 +381,7 @@ def _load(spec: str | Path, weights: str | None, random_weights: bool, precision
         )
         segmenter.intensity = run.intensity()
         segmenter.class_names = tuple(run.config().class_names) or None
+        segmenter.regions = run.config().region_set()
         segmenter.settings = run_defaults(path) or InferenceSettings()
         return segmenter
     if path.suffix == ".keras":
@@ -647,7 +657,7 @@ def predict(
         if why := segmenter.unusual(image):
             flagged.append((path.name, why))
         mask = segmenter.to_mask(probs)
-        scale = 255 if probs.shape[-1] == 1 else 1
+        scale = 255 if probs.shape[-1] == 1 and not segmenter.regions else 1
         mask_path = out / f"{path.stem}_mask.png"
         write_png(mask_path, (mask * scale).astype(np.uint8))
         written.append(mask_path)
@@ -655,7 +665,10 @@ def predict(
         if probabilities and names is None:
             write_png(out / f"{path.stem}_prob.png", np.rint(probs[..., 0] * 255).astype(np.uint8))
         elif probabilities:
-            for k, name in enumerate(names[1:], start=1):
+            # Each region's channel, or each foreground class's.
+            named = segmenter.regions.names if segmenter.regions else names[1:]
+            first = 0 if segmenter.regions else 1
+            for k, name in enumerate(named, start=first):
                 scaled = np.rint(probs[..., k] * 255).astype(np.uint8)
                 write_png(out / f"{path.stem}_prob_{name}.png", scaled)
         if overlays:

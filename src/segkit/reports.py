@@ -117,7 +117,8 @@ def evaluate(
         classes: ``"tumour-type"`` or the class names (see `segkit.data.resolve_classes`).
         regions: score these regions of the label maps (``"tumour=1,2,3;glioma=2"``, see
             `segkit.data.classes.parse_regions`) instead of the classes, from the label maps
-            the model (or the predictions folder) gives.
+            the model (or the predictions folder) gives; a model trained on regions scores its
+            own without it.
         ignore_index: a value of the true label maps (e.g. 255) whose pixels are not scored.
 
     Returns:
@@ -140,7 +141,7 @@ def evaluate(
             model = load_model(model, weights, random_weights=random_weights, precision=precision)
         threshold = model.threshold if threshold is None else threshold
         found = _model_classes(model, data_dir, num_classes, classes)
-        regions = _check_regions(regions, found, ignore_index)
+        regions = _check_regions(model.regions if regions is None else regions, found, ignore_index)
         pairs = _model_pairs(
             model,
             samples,

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from segkit._io import atomic_path, check_writable, write_json
 from segkit.data import LAYOUTS, Preprocessing, Split
-from segkit.data.classes import TUMOUR_TYPE, Classes, resolve_classes
+from segkit.data.classes import TUMOUR_TYPE, Classes, Regions, parse_regions, resolve_classes
 from segkit.data.intensity import IntensityRange
 from segkit.data.preprocess import NORMALIZATIONS
 from segkit.visualize import plot_curves
@@ -46,7 +46,7 @@ PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 SPLITS = ("auto", "blocks", "group", "random")
 
 #: How a model's output channels are read (as segmentation_models_pytorch names them).
-MODES = ("auto", "binary", "multiclass")
+MODES = ("auto", "binary", "multiclass", "multilabel")
 
 #: Settings that say where a run trains, not what it learns: a resumed run may change them.
 PLACEMENT_FIELDS = ("devices", "coordinator", "num_processes", "process_id")
@@ -109,8 +109,16 @@ class TrainConfig:
     mode: str = _option(
         "auto",
         "binary: one sigmoid channel; multiclass: a softmax channel per class, one class a "
-        "pixel; auto: binary for binary masks, multiclass for label maps.",
+        "pixel; multilabel: a sigmoid channel per region (--regions); auto: binary for binary "
+        "masks, multiclass for label maps, multilabel with regions.",
         choices=MODES,
+    )
+    regions: str | None = _option(
+        None,
+        "Train overlapping regions of the label maps, one sigmoid channel each (nnU-Net's "
+        'regions; mode multilabel): ";" between regions, "," between labels, names optional, '
+        'e.g. "whole=1,2,3;core=1,3;enhancing=3".',
+        metavar="REGIONS",
     )
     class_names: list = _option([], "", hidden=True)  # recorded when the run starts
     epochs: int = _option(50, "Epochs at most.")
@@ -200,6 +208,8 @@ class TrainConfig:
             size=tuple(self.image_size),
             channels=self.channels,
             normalize=self.normalize,
+            # Unlabelled pixels the loss leaves out must get through the mask reader too.
+            ignore_index=self.loss_args.get("ignore_index"),
         )
 
     def data_classes(self) -> Classes | None:
@@ -209,8 +219,21 @@ class TrainConfig:
         source = "sample-label" if self.classes == TUMOUR_TYPE else "mask"
         return Classes(tuple(self.class_names), source)
 
+    def region_set(self) -> Regions | None:
+        """The regions the run learns, from `regions` and the recorded class names."""
+        return parse_regions(self.regions, self.class_names) if self.regions else None
+
+    def task_mode(self) -> str:
+        """How the model's output channels are read: binary, multiclass or multilabel."""
+        if self.regions:
+            return "multilabel"
+        return "multiclass" if self.class_names else "binary"
+
     def output_channels(self) -> int:
-        """The model's output channels: 1 for binary masks, one per class for multiclass."""
+        """The model's output channels: 1 for binary masks, one per class for multiclass, one
+        per region for multilabel."""
+        if self.regions:
+            return len(self.region_set().labels)
         return len(self.class_names) if self.class_names else 1
 
     def check(self) -> None:
@@ -241,6 +264,17 @@ class TrainConfig:
             raise ValueError(
                 "mode multiclass needs label maps: give num_classes, classes or a classes.json"
             )
+        if self.regions is not None:
+            if not self.class_names:
+                raise ValueError(
+                    "regions are sets of labels of label maps: give num_classes, classes or a "
+                    "classes.json"
+                )
+            if self.mode not in ("auto", "multilabel"):
+                raise ValueError(f"regions train in mode multilabel, not {self.mode}")
+            self.region_set()  # regions that cannot be read or painted fail here
+        elif self.mode == "multilabel":
+            raise ValueError("mode multilabel trains regions: give them with regions")
         self.preprocessing()  # channels, size and normalisation, checked where they are defined
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be at least 1, got {self.limit}")

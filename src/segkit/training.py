@@ -229,8 +229,10 @@ def _build(config: TrainConfig) -> keras.Model:
     # Crops train the same fully convolutional network; it must then accept any size.
     height, width = (None, None) if config.crop else config.image_size
     model_config = {"input_shape": (height, width, config.channels), **config.model_config}
-    if config.class_names:  # one softmax channel per class
+    if config.class_names:  # one softmax channel per class, or a sigmoid per region
         model_config.setdefault("num_classes", config.output_channels())
+        if config.regions:
+            model_config.setdefault("multilabel", True)
     # Layers take the global dtype policy when they are created; restore it afterwards so
     # that models built later in the same process are unaffected.
     previous = keras.config.dtype_policy()
@@ -242,14 +244,23 @@ def _build(config: TrainConfig) -> keras.Model:
 
 
 def _loss(config: TrainConfig, network: keras.Model) -> keras.losses.Loss:
+    regions = config.region_set()
+    if regions:  # the label maps become one target per region in the loss
+        return losses.get(
+            config.loss, mode="multilabel", regions=regions.labels, **config.loss_args
+        )
     mode = "binary" if network.output_shape[-1] == 1 else "multiclass"
     return losses.get(config.loss, mode=mode, **config.loss_args)
 
 
 def _metrics(config: TrainConfig) -> list[keras.metrics.Metric]:
-    # A multi-class run is scored on its foreground classes: background covers most pixels.
-    background = not config.class_names
-    return [metrics.Dice(include_background=background), metrics.IoU(include_background=background)]
+    # A Dice per class (or region) and their mean, "dice", which early stopping watches; a
+    # multi-class run leaves out the background, which covers most pixels.
+    regions = config.region_set()
+    names = regions.names if regions else config.class_names
+    labels = regions.labels if regions else None
+    ignore_index = config.loss_args.get("ignore_index")
+    return metrics.for_task(config.task_mode(), names, labels, ignore_index)
 
 
 def _load_initial_weights(network: keras.Model, source: str) -> None:

@@ -116,9 +116,16 @@ def model_input(input_shape, data_format: str, name: str = "image"):
 
 
 def segmentation_head(
-    x, num_classes: int, data_format: str, *, name: str = "head", upsample: int = 1
+    x,
+    num_classes: int,
+    data_format: str,
+    *,
+    name: str = "head",
+    upsample: int = 1,
+    multilabel: bool = False,
 ):
-    """1x1 convolution to class scores: sigmoid for one class, softmax over classes otherwise.
+    """1x1 convolution to class scores: sigmoid for one class (or for each of several
+    overlapping ones, ``multilabel``), softmax over classes otherwise.
 
     Args:
         x: the features.
@@ -128,6 +135,7 @@ def segmentation_head(
             keeps the plain names ``to_channels_last`` and ``probabilities``).
         upsample: bilinear upsampling factor applied to the scores before the activation, so
             probabilities are interpolated logits with smooth edges.
+        multilabel: a sigmoid per channel (overlapping regions) instead of a softmax.
 
     The final activation runs in float32 so mixed-precision models still output exact
     probabilities.
@@ -142,5 +150,5 @@ def segmentation_head(
         )(x)
     if data_format == "channels_first":
         x = layers.Permute((2, 3, 1), name=f"{prefix}to_channels_last")(x)
-    activation = "sigmoid" if num_classes == 1 else "softmax"
+    activation = "sigmoid" if num_classes == 1 or multilabel else "softmax"
     return layers.Activation(activation, dtype="float32", name=f"{prefix}probabilities")(x)

@@ -57,6 +57,7 @@ def attention_gate(skip, gating, inter_filters: int, data_format: str, name: str
 def attention_unet(
     input_shape=(256, 256, 1),
     num_classes: int = 1,
+    multilabel: bool = False,
     base_filters: int = 16,
     depth: int = 4,
     dropout: float = 0.0,
@@ -75,6 +76,7 @@ def attention_unet(
     Args:
         input_shape: ``(H, W, C)``; H and W divisible by ``2**depth`` (None for any size).
         num_classes: output channels; 1 gives a sigmoid mask, more a softmax over classes.
+        multilabel: a sigmoid per output channel (overlapping regions), not a softmax.
         base_filters: filters of the first level, doubled at each level below.
         depth: number of poolings (and of gated decoder steps).
         dropout: dropout rate after each decoder concatenation (0 disables).
@@ -112,5 +114,5 @@ def attention_unet(
             x = layers.Dropout(dropout, name=f"{name}_dropout")(x)
         x = double_conv(x, filters[level], data_format, batch_norm, name=name)
 
-    outputs = segmentation_head(x, num_classes, data_format)
+    outputs = segmentation_head(x, num_classes, data_format, multilabel=multilabel)
     return keras.Model(inputs, outputs, name="attention_unet")

@@ -65,6 +65,7 @@ class _Builder(LayerBuilder):
 def fast_unet(
     input_shape=(256, 256, 1),
     num_classes: int = 1,
+    multilabel: bool = False,
     base_filters: int = 24,
     depth: int = 5,
     dropout: float = 0.0,
@@ -84,6 +85,7 @@ def fast_unet(
     Args:
         input_shape: ``(H, W, C)``; H and W divisible by ``2**depth`` (None for any size).
         num_classes: output channels; 1 gives a sigmoid mask, more a softmax over classes.
+        multilabel: a sigmoid per output channel (overlapping regions), not a softmax.
         base_filters: filters of the stem, doubled at each encoder level below it.
         depth: number of x2 downsamplings, the stem's included (and of decoder upsamplings).
         dropout: dropout rate after each decoder concatenation (0 disables).
@@ -117,5 +119,5 @@ def fast_unet(
 
     # Class scores at half resolution, upsampled before the activation so the probabilities
     # are interpolated logits (smooth edges), not interpolated probabilities.
-    outputs = segmentation_head(x, num_classes, data_format, upsample=2)
+    outputs = segmentation_head(x, num_classes, data_format, upsample=2, multilabel=multilabel)
     return keras.Model(inputs, outputs, name="fast_unet")

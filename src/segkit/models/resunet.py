@@ -55,6 +55,7 @@ class _Builder(LayerBuilder):
 def resunet(
     input_shape=(256, 256, 1),
     num_classes: int = 1,
+    multilabel: bool = False,
     base_filters: int = 16,
     depth: int = 4,
     dropout: float = 0.0,
@@ -71,6 +72,7 @@ def resunet(
     Args:
         input_shape: ``(H, W, C)``; H and W divisible by ``2**depth`` (None for any size).
         num_classes: output channels; 1 gives a sigmoid mask, more a softmax over classes.
+        multilabel: a sigmoid per output channel (overlapping regions), not a softmax.
         base_filters: filters of the stem, doubled at each of the ``depth`` encoder blocks.
         depth: number of stride-2 encoder blocks (and decoder steps).
         dropout: dropout rate after each decoder concatenation (the notebook uses none).
@@ -102,5 +104,5 @@ def resunet(
             x = layers.Dropout(dropout, name=f"{name}_dropout")(x)
         x = build.residual_block(x, filters[level + 1], name)
 
-    outputs = segmentation_head(x, num_classes, data_format)
+    outputs = segmentation_head(x, num_classes, data_format, multilabel=multilabel)
     return keras.Model(inputs, outputs, name="resunet")

@@ -20,6 +20,7 @@ from segkit.models._registry import register
 def unet(
     input_shape=(256, 256, 1),
     num_classes: int = 1,
+    multilabel: bool = False,
     base_filters: int = 32,
     depth: int = 4,
     dropout: float = 0.4,
@@ -31,6 +32,7 @@ def unet(
     Args:
         input_shape: ``(H, W, C)``; H and W divisible by ``2**depth`` (None for any size).
         num_classes: output channels; 1 gives a sigmoid mask, more a softmax over classes.
+        multilabel: a sigmoid per output channel (overlapping regions), not a softmax.
         base_filters: filters of the first block, doubled at each level below up to the
             deepest down block; the bottleneck keeps the deepest block's width.
         depth: number of down (and up) blocks.
@@ -69,5 +71,5 @@ def unet(
             x = layers.Dropout(dropout, name=f"{name}_dropout")(x)
         x = double_conv(x, filters, data_format, batch_norm, name=name)
 
-    outputs = segmentation_head(x, num_classes, data_format)
+    outputs = segmentation_head(x, num_classes, data_format, multilabel=multilabel)
     return keras.Model(inputs, outputs, name="unet")

@@ -26,6 +26,7 @@ from segkit.models._registry import register
 def unet_plus_plus(
     input_shape=(256, 256, 1),
     num_classes: int = 1,
+    multilabel: bool = False,
     base_filters: int = 16,
     depth: int = 4,
     dropout: float = 0.0,
@@ -46,6 +47,7 @@ def unet_plus_plus(
     Args:
         input_shape: ``(H, W, C)``; H and W divisible by ``2**depth`` (None for any size).
         num_classes: output channels; 1 gives a sigmoid mask, more a softmax over classes.
+        multilabel: a sigmoid per output channel (overlapping regions), not a softmax.
         base_filters: filters of the top level's nodes, doubled at each level below.
         depth: number of poolings: the encoder has ``depth + 1`` levels.
         dropout: dropout rate after each node's concatenation (0 disables).
@@ -87,10 +89,18 @@ def unet_plus_plus(
             nodes[level].append(double_conv(x, filters[level], data_format, batch_norm, name))
 
     if not deep_supervision:
-        outputs = segmentation_head(nodes[0][depth], num_classes, data_format)
+        outputs = segmentation_head(
+            nodes[0][depth], num_classes, data_format, multilabel=multilabel
+        )
     else:
         heads = [
-            segmentation_head(nodes[0][column], num_classes, data_format, name=f"head_{column}")
+            segmentation_head(
+                nodes[0][column],
+                num_classes,
+                data_format,
+                name=f"head_{column}",
+                multilabel=multilabel,
+            )
             for column in range(1, depth + 1)
         ]
         outputs = layers.Average(dtype="float32", name="probabilities")(heads)
