@@ -82,3 +82,37 @@ def test_api_trains_on_three_modalities_and_evaluates_volumes(lgg_root, tmp_path
     [tested] = {volume_of(k) for k in split["test"]}
     assert [v["case"] for v in report["volumes"]] == [tested]
     assert report["n_images"] == len(NUMBERS) and report["n_volumes"] == 1
+
+
+def test_slices_foreground_trains_only_on_slices_with_a_tumour(lgg_root, tmp_path):
+    root = tmp_path / "data"
+    cases = build_layout(lgg_root, patients(lgg_root), root, numbers=NUMBERS, step=4)
+    run = tmp_path / "run"
+    arguments = ["train", "--data", str(root), "--out", str(run), *TINY, "--image-size", "32"]
+    arguments += ["--epochs", "1", "--batch-size", "8", "--slices", "foreground"]
+    result = CliRunner().invoke(cli, arguments)
+    assert result.exit_code == 0, result.output
+    train_keys = json.loads((run / "split.json").read_text())["train"]
+    with_tumour = [
+        key for key in train_keys if cases[volume_of(key)].mask[int(key.rsplit("_", 1)[1])].any()
+    ]
+    assert 0 < len(with_tumour) < len(train_keys)  # the data holds both kinds of slice
+    assert f"training on {len(with_tumour)}," in result.output
+
+
+def test_two_of_three_modalities_train_as_two_channels(lgg_root, tmp_path):
+    root = tmp_path / "data"
+    modalities = ("pre-contrast", "flair", "post-contrast")
+    build_layout(lgg_root, patients(lgg_root), root, modalities=modalities, numbers=NUMBERS, step=4)
+    network = segkit.train(
+        "unet",
+        root,
+        tmp_path / "run",
+        channels=(1, 2),
+        image_size=(32, 32),
+        model_config={"base_filters": 4, "depth": 2},
+        epochs=1,
+        batch_size=8,
+        quiet=True,
+    )
+    assert network.input_shape[-1] == 2

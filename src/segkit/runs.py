@@ -34,6 +34,7 @@ from segkit.data import LAYOUTS, Preprocessing, Split
 from segkit.data.classes import TUMOUR_TYPE, Classes, Regions, parse_regions, resolve_classes
 from segkit.data.intensity import IntensityRange
 from segkit.data.preprocess import NORMALIZATIONS
+from segkit.data.selection import parse_slices
 from segkit.visualize import plot_curves
 
 #: Learning-rate schedules a run accepts.
@@ -276,6 +277,7 @@ class TrainConfig:
         elif self.mode == "multilabel":
             raise ValueError("mode multilabel trains regions: give them with regions")
         self.preprocessing()  # channels, size and normalisation, checked where they are defined
+        parse_slices(self.slices)  # a misspelt choice fails before any data is read
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be at least 1, got {self.limit}")
         for name in ("epochs", "batch_size", "patience", "workers"):

@@ -18,6 +18,7 @@ import segkit
 from segkit import data, distribute, losses, metrics
 from segkit.backend import check_precision
 from segkit.data.intensity import IntensityRange
+from segkit.data.selection import select_slices
 from segkit.models import pretrained
 from segkit.runs import (
     PLACEMENT_FIELDS,
@@ -228,7 +229,8 @@ def _extend(run: RunFolder, config: TrainConfig, epochs: int) -> None:
 def _build(config: TrainConfig) -> keras.Model:
     # Crops train the same fully convolutional network; it must then accept any size.
     height, width = (None, None) if config.crop else config.image_size
-    model_config = {"input_shape": (height, width, config.channels), **config.model_config}
+    channels = config.preprocessing().n_channels  # config.channels may name several, e.g. (0, 1)
+    model_config = {"input_shape": (height, width, channels), **config.model_config}
     if config.class_names:  # one softmax channel per class, or a sigmoid per region
         model_config.setdefault("num_classes", config.output_channels())
         if config.regions:
@@ -413,6 +415,8 @@ def _check_split(config: TrainConfig, samples, split) -> tuple[list, list]:
     """The training samples (the first ``limit`` of them) and the validation samples; both
     must be non-empty."""
     train_samples, val_samples, _ = split.select(samples)
+    # Only training slices are chosen: validation scores every slice, as evaluation does.
+    train_samples = select_slices(train_samples, config.slices, seed=config.seed)
     train_samples = train_samples[: config.limit]
     if not train_samples or not val_samples:
         raise ValueError(
