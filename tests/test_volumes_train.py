@@ -13,6 +13,7 @@ from lgg_volumes import build_layout
 import segkit
 from segkit.cli import cli
 from segkit.reports import evaluate
+from segkit.volumes import predict_volumes
 
 pytestmark = pytest.mark.backend
 
@@ -48,7 +49,16 @@ def test_cli_trains_on_volumes_split_by_volume(lgg_root, tmp_path):
     # Each volume read for training or validation is decoded once, into one cache entry.
     assert len(list(cache.rglob("volume-*.npy"))) == 9
     assert (run / "best.keras").is_file()
-    assert json.loads((run / "config.json").read_text())["config"]["slices"] == "foreground+0.5"
+    record = json.loads((run / "config.json").read_text())
+    assert record["config"]["slices"] == "foreground+0.5"
+    assert record["volume_mapping"]["percentiles"] == [0.5, 99.5]
+    # A run whose recorded mapping differs from this segkit's is refused, not silently remapped.
+    record["volume_mapping"]["percentiles"] = [1.0, 99.0]
+    (run / "config.json").write_text(json.dumps(record))
+    case = next((root / "imagesTr").iterdir())
+    with pytest.raises(ValueError, match=r"percentiles \[1.0, 99.0\]"):
+        predict_volumes(run, [case], tmp_path / "masks")
+    assert not (tmp_path / "masks").exists()
 
 
 def test_api_trains_on_three_modalities_and_evaluates_volumes(lgg_root, tmp_path):

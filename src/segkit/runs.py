@@ -388,27 +388,31 @@ class RunFolder:
         split: Split,
         intensity: IntensityRange | None = None,
         trained_on: dict | None = None,
+        volume_mapping: dict | None = None,
     ) -> None:
         """Write a new run's split and config, with the intensity range of its training
-        images (see `segkit.data.intensity`) and how many replicas and processes train it."""
+        images (see `segkit.data.intensity`), how many replicas and processes train it and,
+        for volumes, how their voxels were mapped to 8 bits."""
         check_writable(self.path)
         split.save(self.split_file)
-        self.write_config(config, intensity, trained_on)
+        self.write_config(config, intensity, trained_on, volume_mapping)
 
     def write_config(
         self,
         config: TrainConfig,
         intensity: IntensityRange | None = None,
         trained_on: dict | None = None,
+        volume_mapping: dict | None = None,
     ) -> None:
         """(Re)write ``config.json`` with the versions that run it now; an intensity range
-        (and ``trained_on``) already recorded is kept unless a new one is given."""
+        (``trained_on``, ``volume_mapping``) already recorded is kept unless a new one is given."""
         import keras
 
         import segkit
 
         intensity = intensity or self.intensity()
         trained_on = trained_on or self._record().get("trained_on")
+        volume_mapping = volume_mapping or self.volume_mapping()
         record = {
             "config": asdict(config),
             "segkit": segkit.__version__,
@@ -416,11 +420,16 @@ class RunFolder:
             "backend": keras.backend.backend(),
             **({"intensity": intensity.to_dict()} if intensity else {}),
             **({"trained_on": trained_on} if trained_on else {}),
+            **({"volume_mapping": volume_mapping} if volume_mapping else {}),
         }
         write_json(self.config_file, record)
 
     def _record(self) -> dict:
         return json.loads(self.config_file.read_text()) if self.config_file.exists() else {}
+
+    def volume_mapping(self) -> dict | None:
+        """How a run trained on volumes mapped their voxels to 8 bits (None for 2-D files)."""
+        return self._record().get("volume_mapping")
 
     def intensity(self) -> IntensityRange | None:
         """The intensity range of the run's training images, where it was recorded."""

@@ -19,6 +19,7 @@ from segkit import data, distribute, losses, metrics
 from segkit.backend import check_precision
 from segkit.data.intensity import IntensityRange
 from segkit.data.selection import select_slices
+from segkit.data.volumes import PERCENTILES
 from segkit.models import pretrained
 from segkit.runs import (
     PLACEMENT_FIELDS,
@@ -128,7 +129,13 @@ def train(
             flush=True,
         )
     if placement.is_chief:  # the only writer of the run folder
-        run.create(config, split, _intensity_range(train_samples, config), placement.describe())
+        run.create(
+            config,
+            split,
+            _intensity_range(train_samples, config),
+            placement.describe(),
+            _volume_mapping(samples),
+        )
     return _fit(network, config, run, samples, split, RunState(), quiet, callbacks, placement)
 
 
@@ -409,6 +416,16 @@ def _fit(
         # and only the chief knows when best.keras is written: keep the last epoch's weights.
         return network
     return _restore_best(network, run)
+
+
+def _volume_mapping(samples) -> dict | None:
+    """What predict on volumes must repeat: the 8-bit mapping of volume slices, if any."""
+    if not any(sample.slice is not None for sample in samples):
+        return None
+    return {
+        "mapping": "each modality's percentile window of its volume to 0..255",
+        "percentiles": list(PERCENTILES),
+    }
 
 
 def _check_split(config: TrainConfig, samples, split) -> tuple[list, list]:

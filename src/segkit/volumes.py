@@ -58,6 +58,7 @@ from segkit.inference import Segmenter, load_model
 from segkit.postprocess import PostProcessing
 from segkit.progress import Progress
 from segkit.resize import resize_probabilities
+from segkit.runs import RunFolder
 from segkit.visualize import label_overlay, overlay, write_png
 
 __all__ = [
@@ -202,6 +203,18 @@ def _mark(tile: np.ndarray, text: str) -> np.ndarray:
     return np.asarray(picture)
 
 
+def _check_volume_mapping(model) -> None:
+    """Refuse a run trained on volumes mapped to 8 bits otherwise than this segkit maps them."""
+    if isinstance(model, Segmenter) or not Path(model).is_dir():
+        return
+    recorded = RunFolder(model).volume_mapping()
+    if recorded and tuple(recorded["percentiles"]) != volumes.PERCENTILES:
+        raise ValueError(
+            f"{model} was trained on volumes mapped by the percentiles {recorded['percentiles']}, "
+            f"but this segkit maps them by {list(volumes.PERCENTILES)}"
+        )
+
+
 def predict_volumes(
     model: str | Path | Segmenter,
     inputs: Iterable[str | Path],
@@ -256,6 +269,7 @@ def predict_volumes(
         segkit.data.DataError: an input that is not a readable volume (the message names it).
     """
     cases = volume_inputs(inputs)
+    _check_volume_mapping(model)
     changes = {"threshold": threshold, "tta": tta, "postprocess": postprocess}
     if isinstance(model, Segmenter):
         segmenter = model.with_settings(defaults=defaults, **changes)
