@@ -233,6 +233,13 @@ def test_the_shipped_file_says_how_the_notebook_built_and_fed_its_model():
     }
     assert header["preprocessing"] == {"size": (256, 256), "channels": 1, "normalize": "divide255"}
     assert header["threshold"] == 0.5
+    # The inference defaults chosen on the validation blocks (see the model card).
+    assert header["inference"] == {
+        "threshold": 0.3,
+        "tta": "dihedral",
+        "postprocess": "min-size=100,fill-holes,at-least-one",
+    }
+    assert header["inference_chosen_on"].startswith("280 validation slices of")
 
 
 @pytest.mark.parametrize("name", weights.available())
@@ -249,6 +256,5 @@ def test_shipped_weights_give_the_reference_masks_on_every_backend(name):
     # on the threshold; anything more is a different model.
     differing = (masks != expected).sum(axis=(1, 2))
     assert differing.max() <= 5, differing
-    # Comparing empty masks would prove nothing: the model finds a tumour on most slices
-    # (resunet.figshare misses pituitary slice 1076; see its model card).
+    # Comparing empty masks would prove nothing: the model finds a tumour on most slices.
     assert expected.any(axis=(1, 2)).mean() >= 0.5

@@ -63,7 +63,7 @@ PRETRAINED: dict[tuple[str, str], Pretrained] = {
         "resunet",
         "figshare",
         "resunet-figshare.npz",
-        "e26d7c806a34d06b932422ad3adb0a66a9e04c40cc4f33beee682ee1582425b1",
+        "cc9dc20de092a5ef9565a9a02677ae392d0c60e9e3540f3abe86534d9a3a8fdd",
         description="The notebook's ResUNET on Figshare brain tumour slices (256x256, /255); "
         "per-image test Dice 0.715 on held-out patient blocks (see the model card).",
     ),
