@@ -6,6 +6,9 @@ unlabelled pixels trained with ignore_index."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import imageio.v3 as iio
 import numpy as np
@@ -15,6 +18,7 @@ from click.testing import CliRunner
 from segkit import data, masks, reports, training
 from segkit.cli import cli
 from segkit.data.errors import DataError
+from segkit.exporting import export
 from segkit.inference import load_model, predict
 from segkit.runs import load_keras
 
@@ -67,6 +71,27 @@ def test_regions_train_a_sigmoid_channel_each(region_run):
     assert network.get_layer("probabilities").get_config()["activation"] == "sigmoid"
     header = (region_run / "log.csv").read_text().splitlines()[0].split(",")
     assert {"val_dice", "val_dice_tumour", "val_dice_glioma"} <= set(header)
+
+
+@pytest.mark.filterwarnings("ignore:.*look unlike the images")
+def test_onnx_export_paints_regions_as_the_keras_model_does(
+    region_run, figshare_256, manifest, tmp_path, backend
+):
+    pytest.importorskip("onnxruntime", reason="needs the onnx extra")
+    onnx_path = tmp_path / "regions.onnx"
+    if backend == "jax":  # JAX cannot export: a TensorFlow process does, as a user would
+        env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
+        command = ["export", "--model", str(region_run), "--out", str(onnx_path)]
+        subprocess.run([sys.executable, "-m", "segkit.cli", *command], check=True, env=env)
+    else:
+        export(region_run, onnx_path)
+    assert load_model(onnx_path).regions == load_model(region_run).regions
+    keys = data.Split.load(manifest).val
+    images = [figshare_256 / "images" / f"{key}.png" for key in keys]
+    keras_maps = predict(region_run, images, tmp_path / "keras", threshold=0.3)
+    onnx_maps = predict(onnx_path, images, tmp_path / "onnx", threshold=0.3)
+    for a, b in zip(keras_maps, onnx_maps, strict=True):
+        assert np.mean(iio.imread(a) != iio.imread(b)) < 1e-3, a.name  # float rounding only
 
 
 @pytest.mark.filterwarnings("ignore:.*look unlike the images")

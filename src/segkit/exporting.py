@@ -37,6 +37,7 @@ from segkit.inference import (
     ONNX_INFERENCE_KEY,
     ONNX_METADATA_KEY,
     ONNX_QUANTIZATION_KEY,
+    ONNX_REGIONS_KEY,
     Segmenter,
     load_model,
 )
@@ -152,10 +153,16 @@ def export(
 
 def _metadata(segmenter: Segmenter) -> dict[str, str]:
     """What an exported file carries: the preprocessing and the inference defaults."""
-    return {
+    entries = {
         ONNX_METADATA_KEY: json.dumps(asdict(segmenter.prep)),
         ONNX_INFERENCE_KEY: json.dumps(segmenter.settings.to_dict()),
     }
+    if segmenter.regions:
+        regions = segmenter.regions
+        entries[ONNX_REGIONS_KEY] = json.dumps(
+            {"names": regions.names, "labels": regions.labels, "classes": segmenter.class_names}
+        )
+    return entries
 
 
 def _set_metadata(model, entries: dict[str, str]) -> None:

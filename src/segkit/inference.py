@@ -56,6 +56,9 @@ ONNX_METADATA_KEY = "segkit.preprocessing"
 ONNX_QUANTIZATION_KEY = "segkit.quantization"
 #: ONNX metadata of the inference defaults (an `InferenceSettings` as JSON) a file carries.
 ONNX_INFERENCE_KEY = "segkit.inference"
+#: ONNX metadata of a region model: its regions' names and labels, so masks are painted, not
+#: taken as the most probable channel.
+ONNX_REGIONS_KEY = "segkit.regions"
 #: What `load_model` can run a Keras model in.
 PRECISIONS = ("float32", "bfloat16")
 #: The file in a run folder that holds its tuned inference defaults (none until tuned).
@@ -76,6 +79,7 @@ TTA_CHUNK = 8
 __all__ = [
     "ONNX_INFERENCE_KEY",
     "ONNX_METADATA_KEY",
+    "ONNX_REGIONS_KEY",
     "InferenceSettings",
     "Segmenter",
     "image_files",
@@ -566,7 +570,14 @@ def _load_onnx(path: Path) -> Segmenter:
     settings = InferenceSettings()
     if ONNX_INFERENCE_KEY in metadata:
         settings = InferenceSettings.from_dict(json.loads(metadata[ONNX_INFERENCE_KEY]))
-    return Segmenter(run, prep, str(path), settings=settings, precision=precision)
+    segmenter = Segmenter(run, prep, str(path), settings=settings, precision=precision)
+    if ONNX_REGIONS_KEY in metadata:
+        record = json.loads(metadata[ONNX_REGIONS_KEY])
+        segmenter.regions = Regions(
+            tuple(record["names"]), tuple(tuple(labels) for labels in record["labels"])
+        )
+        segmenter.class_names = tuple(record["classes"])  # the painted label map's classes
+    return segmenter
 
 
 def _physical_cores() -> int:
