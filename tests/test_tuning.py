@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -112,13 +113,13 @@ def test_only_one_channel_models_with_samples_are_tuned(probability_slices):
 # tools/tune_inference.py -------------------------------------------------------------------
 
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+
+
 @pytest.fixture
 def tiny_weights(tmp_path):
     """A tiny U-Net's weights file without inference defaults, and a split of the bundled
     slices with three validation slices."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
     tiny = {"input_shape": (32, 32, 1), "base_filters": 4, "depth": 2}
     path = tmp_path / "unet-tiny.npz"
     network = segkit.models.get("unet", **tiny)
@@ -177,3 +178,30 @@ def test_the_tool_tunes_a_run_on_its_own_validation_split(tiny_weights, tmp_path
     assert stored["images"] == 3 and stored["chosen_on"].startswith("3 validation slices of ")
     refused = CliRunner().invoke(main, ["--run", str(run), "--manifest", str(manifest)])
     assert refused.exit_code == 2 and "tunes on the run's own data and split" in refused.output
+
+
+@pytest.mark.slow
+def test_train_weights_tunes_after_training_and_scores_with_and_without(tmp_path, monkeypatch):
+    import train_weights
+
+    keys = [s.key for s in data.find_samples(sample_dir())]
+    manifest = tmp_path / "split.json"
+    data.Split("random", 0, (0.5, 0.2, 0.3), tuple(keys[:3]), (keys[3],), tuple(keys[4:])).save(
+        manifest
+    )
+    monkeypatch.setattr(train_weights, "ROOT", tmp_path)  # the weights file goes here
+    (tmp_path / "src/segkit/weights").mkdir(parents=True)
+    run = tmp_path / "run"
+    args = ["--model", "unet", "--data", str(sample_dir()), "--out", str(run)]
+    args += ["--manifest", str(manifest), "--epochs", "1", "--batch-size", "2", "--workers", "1"]
+    args += ["--model-config", "base_filters=4", "--model-config", "depth=2", "--tag", "test"]
+    args += ["--cache", str(tmp_path / "cache"), "--originals", str(tmp_path / "none"), "--quiet"]
+    result = CliRunner().invoke(train_weights.main, args)
+    assert result.exit_code == 0, result.output
+    card = json.loads((run / "card.json").read_text())
+    stored = json.loads((run / "inference.json").read_text())
+    assert card["inference"]["settings"] == stored["settings"] and stored["images"] == 1
+    assert card["test"]["n_images"] == card["test_without_defaults"]["n_images"] == 2
+    header = pretrained.read_header(tmp_path / "src/segkit/weights/unet-test.npz")
+    assert header["inference"] == stored["settings"]
+    assert header["inference_chosen_on"] == card["inference"]["chosen_on"]
