@@ -11,9 +11,10 @@ grows, so every configuration runs in its own process::
     python -m benchmarks.worker segmenter --model /tmp/r.onnx --batch 8
     python -m benchmarks.worker segmenter --model resunet.figshare --precision bfloat16 --dice
 
-``segmenter`` runs what ``segkit predict`` runs: ``segkit.load_model(--model, precision=...)``,
-timing its forward pass on a batch; with ``--dice`` it instead scores the model on the Figshare
-test blocks (``segkit.evaluate``) and returns the per-image Dice.
+``segmenter`` runs what ``segkit predict`` runs: ``segkit.load_model(--model, precision=...)``
+without the model's stored inference defaults (no TTA or post-processing: the figures measure
+the network itself), timing its forward pass on a batch; with ``--dice`` it instead scores the
+model on the Figshare test blocks (``segkit.evaluate``) and returns the per-image Dice.
 
 Modes: ``train`` times one optimiser step on a batch (Adam 1e-4, the notebook's Dice loss);
 ``predict`` times one forward pass over a batch (Keras: ``model.predict``). Warm-up steps run
@@ -218,7 +219,8 @@ def measure_segmenter(args) -> dict:
     from segkit.backend import cpu_features
 
     imported_mib = peak_rss_mib()
-    segmenter = segkit.load_model(args.model, precision=args.precision)
+    # Without TTA and post-processing, so precisions are compared on the network alone.
+    segmenter = segkit.load_model(args.model, precision=args.precision, defaults=False)
     if args.dice:
         root = Path(__file__).resolve().parent.parent
         data = Path(os.environ.get("SEGKIT_SHARED_DATA", root.parent / "shared" / "data"))

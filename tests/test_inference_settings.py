@@ -298,3 +298,11 @@ def test_evaluate_on_the_command_line_applies_the_settings(shipped):
         ],
     )
     assert result.exit_code == 2 and "--tta" in result.output
+
+
+def test_the_report_records_the_settings_that_made_its_masks(shipped):
+    tuned = segkit.load_model("unet.tuned")
+    assert tuned.settings.tta != "none"  # the record must show more than a threshold
+    report = segkit.evaluate(tuned.with_settings(threshold=0.9), sample_dir())
+    assert report["inference"] == {**tuned.settings.to_dict(), "threshold": 0.9}
+    assert report["threshold"] == 0.9

@@ -191,6 +191,12 @@ def evaluate(
         "data": str(data_dir),
         "resolution": "model" if at_model_size else "original",
         "threshold": threshold,
+        # What made the masks: the model's TTA and post-processing, at the threshold used.
+        **(
+            {"inference": {**model.settings.to_dict(), "threshold": threshold}}
+            if predictions is None
+            else {}
+        ),
         **_summary([scores for _, scores in scored]),
     }
     if found is not None:
