@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,11 @@ import numpy as np
 from segkit._io import atomic_path
 from segkit.data.preprocess import Preprocessing, decode
 from segkit.data.samples import Sample
+
+# np.load parses the .npy header with ast.literal_eval, which is not thread-safe on some
+# Python 3.11 releases (python/cpython#106905: "AST constructor recursion depth mismatch"
+# stopped training runs that decode with several workers); loads are serialised.
+_NPY_HEADER_LOCK = threading.Lock()
 
 # Bump when the stored format or the decoding changes, so old entries are not reused.
 CACHE_FORMAT = 1
@@ -65,7 +71,8 @@ class SampleCache:
         """
         entry = self.path(sample, prep)
         if entry.exists():
-            stored = np.load(entry, mmap_mode="r")
+            with _NPY_HEADER_LOCK:
+                stored = np.load(entry, mmap_mode="r")
         else:
             image, mask = decode(sample, prep)  # raises before anything is written
             stored = np.concatenate([image, mask], axis=-1)
