@@ -84,6 +84,7 @@ __all__ = [
     "Segmenter",
     "image_files",
     "load_model",
+    "segmenter_for",
     "names_a_path",
     "overlay",
     "predict",
@@ -595,6 +596,29 @@ def _physical_cores() -> int:
     return max(1, len(cores))
 
 
+def segmenter_for(
+    model: str | Path | Segmenter,
+    weights: str | None = None,
+    *,
+    random_weights: bool = False,
+    precision: str = "float32",
+    defaults: bool = True,
+    **changes,
+) -> Segmenter:
+    """A loaded `Segmenter` with ``changes`` (threshold, tta, postprocess; None keeps the
+    model's) applied, whether ``model`` is already loaded or a spec for `load_model`."""
+    if isinstance(model, Segmenter):
+        return model.with_settings(defaults=defaults, **changes)
+    return load_model(
+        model,
+        weights,
+        random_weights=random_weights,
+        precision=precision,
+        defaults=defaults,
+        **changes,
+    )
+
+
 def predict(
     model: str | Path | Segmenter,
     inputs: Iterable[str | Path],
@@ -648,17 +672,14 @@ def predict(
     changes = {"threshold": threshold, "tta": tta, "postprocess": postprocess}
     InferenceSettings().replace(**changes)  # a bad setting fails before any work
     files = image_files(inputs)
-    if isinstance(model, Segmenter):
-        segmenter = model.with_settings(defaults=defaults, **changes)
-    else:
-        segmenter = load_model(
-            model,
-            weights,
-            random_weights=random_weights,
-            precision=precision,
-            defaults=defaults,
-            **changes,
-        )
+    segmenter = segmenter_for(
+        model,
+        weights,
+        random_weights=random_weights,
+        precision=precision,
+        defaults=defaults,
+        **changes,
+    )
     out = check_writable(out)
     written = []
     shown = Progress(len(files), "images", "predict", enabled=progress)

@@ -54,7 +54,7 @@ from segkit.data import volume_layout, volumes
 from segkit.data.classes import Classes, default_names
 from segkit.data.preprocess import Preprocessing
 from segkit.data.samples import Sample
-from segkit.inference import Segmenter, load_model
+from segkit.inference import Segmenter, segmenter_for
 from segkit.postprocess import PostProcessing
 from segkit.progress import Progress
 from segkit.resize import resize_probabilities
@@ -271,17 +271,14 @@ def predict_volumes(
     cases = volume_inputs(inputs)
     _check_volume_mapping(model)
     changes = {"threshold": threshold, "tta": tta, "postprocess": postprocess}
-    if isinstance(model, Segmenter):
-        segmenter = model.with_settings(defaults=defaults, **changes)
-    else:
-        segmenter = load_model(
-            model,
-            weights,
-            random_weights=random_weights,
-            precision=precision,
-            defaults=defaults,
-            **changes,
-        )
+    segmenter = segmenter_for(
+        model,
+        weights,
+        random_weights=random_weights,
+        precision=precision,
+        defaults=defaults,
+        **changes,
+    )
     out = check_writable(out)
     written = []
     for name, paths in cases.items():
