@@ -20,6 +20,7 @@ from segkit.cli import cli
 from segkit.data.errors import DataError
 from segkit.exporting import export
 from segkit.inference import load_model, predict
+from segkit.postprocess import region_around_peak
 from segkit.runs import load_keras
 
 pytestmark = pytest.mark.backend
@@ -113,6 +114,30 @@ def test_predict_paints_the_regions_into_a_label_map(region_run, figshare_256, m
         assert (out / f"{stem}_prob_tumour.png").is_file()
         assert (out / f"{stem}_prob_glioma.png").is_file()
         assert iio.imread(out / f"{stem}_overlay.png").shape[-1] == 3
+
+
+@pytest.mark.filterwarnings("ignore:.*look unlike the images")
+def test_at_least_one_paints_a_region_where_none_is_above_the_threshold(
+    region_run, figshare_256, manifest
+):
+    keys = data.Split.load(manifest).val
+    images = [figshare_256 / "images" / f"{key}.png" for key in keys]
+    segmenter = load_model(region_run, postprocess="at-least-one")
+    painted = dict(masks.paint_order([[1, 2, 3], [2]]))
+    for _, _, probs in segmenter.probabilities(images):
+        # Also with the glioma channel silenced, so the peak lies in the first region's
+        # channel, which a label map's rule would take for background.
+        for variant in (probs, probs * np.array([1, 0], np.float32)):
+            assert_peak_region_painted(segmenter, variant, painted)
+
+
+def assert_peak_region_painted(segmenter, probs, painted):
+    above = float(probs.max()) + 0.01  # nothing passes: the painted map would be empty
+    label_map = segmenter.to_mask(probs, threshold=above)
+    peak = np.unravel_index(np.argmax(probs), probs.shape)
+    region = region_around_peak(probs[..., peak[2]])
+    assert region.any()
+    np.testing.assert_array_equal(label_map, np.where(region, painted[peak[2]], 0))
 
 
 @pytest.mark.filterwarnings("ignore:.*look unlike the images")

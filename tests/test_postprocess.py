@@ -177,3 +177,20 @@ def test_min_size_scales_with_the_area():
     assert PostProcessing(min_size=50).scaled(4.0).min_size == 200
     assert PostProcessing(min_size=1).scaled(0.1).min_size == 1
     assert PostProcessing(fill_holes=True).scaled(4.0) == PostProcessing(fill_holes=True)
+
+
+def test_at_least_one_for_regions_takes_the_most_probable_region_and_its_paint():
+    # BraTS-like nested regions: whole (1, 2, 3), core (2, 3), enhancing (3), painted 1, 2, 3.
+    regions = [(1, 2, 3), (2, 3), (3,)]
+    probabilities = np.zeros((16, 16, 3), np.float32)
+    probabilities[2:6, 2:6, 0] = 0.45  # the most probable pixels lie in the first region
+    probabilities[9:12, 9:12, 1] = 0.3
+    empty = np.zeros((16, 16), np.uint8)
+    out = apply(empty, PostProcessing(at_least_one=True), probabilities, regions)
+    # No channel is background here: the first region is a candidate like the others.
+    assert (out == 1).sum() == 16 and not (out > 1).any()
+    probabilities[10, 10, 1] = 0.9
+    out = apply(empty, PostProcessing(at_least_one=True), probabilities, regions)
+    assert out[10, 10] == 2 and not (out == 1).any()
+    with pytest.raises(ValueError, match="one channel per region"):
+        apply(empty, PostProcessing(at_least_one=True), probabilities[..., :2], regions)

@@ -282,7 +282,7 @@ class Segmenter:
         if rules:
             height, width = self.prep.size
             rules = rules.scaled(mask.size / (height * width))
-            mask = postprocess_mask(mask, rules, probabilities)
+            mask = postprocess_mask(mask, rules, probabilities, regions)
         return mask
 
     def probabilities(self, paths: Sequence[str | Path], batch_size: int = 8) -> Iterator:

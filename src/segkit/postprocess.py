@@ -17,7 +17,9 @@ The rules nnU-Net users know, in NumPy and `scipy.ndimage`:
 region, then add the region around the peak if the mask is empty, then fill holes. Label maps
 (a class index per pixel) are processed class by class: each class's pixels are one binary
 mask; pixels a class loses become background, and filling a class's holes only fills
-background, never another class.
+background, never another class. For a region model (one sigmoid channel per region, no
+background channel) "at least one region" looks for the most probable pixel in every region's
+channel and paints what it adds with that region's label (`segkit.masks.paint_order`).
 
 ```python
 from segkit.postprocess import PostProcessing, apply
@@ -33,6 +35,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import ndimage
+
+from segkit.masks import paint_order
 
 __all__ = [
     "PostProcessing",
@@ -177,7 +181,10 @@ def region_around_peak(probability: np.ndarray) -> np.ndarray:
 
 
 def apply(
-    mask: np.ndarray, rules: PostProcessing, probabilities: np.ndarray | None = None
+    mask: np.ndarray,
+    rules: PostProcessing,
+    probabilities: np.ndarray | None = None,
+    regions=None,
 ) -> np.ndarray:
     """Post-process a binary mask or a label map.
 
@@ -185,8 +192,12 @@ def apply(
         mask: ``(H, W)`` integer or bool mask: 0/1, or a class index per pixel.
         rules: what to run.
         probabilities: ``(H, W, K)`` probabilities the mask was made from (one channel for a
-            binary model, one per class, background first, for a label map); needed only by
-            ``at_least_one``.
+            binary model, one per class, background first, for a label map, or one per region
+            with ``regions``); needed only by ``at_least_one``.
+        regions: for a region model (one sigmoid channel per region), the labels of each
+            region, as `segkit.masks.labels_from_regions` takes them: ``at_least_one`` then adds
+            the region around the most probable pixel of any region, painted with the label
+            that region paints.
 
     Returns:
         The processed mask, of ``mask``'s shape and dtype.
@@ -209,7 +220,7 @@ def apply(
             region = keep_largest_region(region)
         out[region] = label
     if rules.at_least_one and not out.any():
-        label, region = _peak_region(probabilities, mask.shape)
+        label, region = _peak_region(probabilities, mask.shape, regions)
         out[region] = label
     if rules.fill_holes:
         for label in np.unique(out[out > 0]):
@@ -217,9 +228,10 @@ def apply(
     return out.astype(mask.dtype)
 
 
-def _peak_region(probabilities, shape: tuple[int, ...]) -> tuple[int, np.ndarray]:
-    """The class and region that ``at_least_one`` adds: the most probable foreground pixel's
-    class (1 for a binary model) and the region around it in that class's probabilities."""
+def _peak_region(probabilities, shape: tuple[int, ...], regions=None) -> tuple[int, np.ndarray]:
+    """The label and region that ``at_least_one`` adds: the most probable foreground pixel's
+    class (1 for a binary model; the label its region paints for a region model) and the region
+    around it in that channel's probabilities."""
     if probabilities is None:
         raise ValueError("at-least-one needs the probabilities the mask was made from")
     probabilities = np.asarray(probabilities, dtype=np.float32)
@@ -228,6 +240,16 @@ def _peak_region(probabilities, shape: tuple[int, ...]) -> tuple[int, np.ndarray
             f"probabilities must be (H, W, K) at the mask's size {tuple(shape)}, got shape "
             f"{probabilities.shape}"
         )
+    if regions is not None:
+        # Region channels have no background channel: every one is a candidate.
+        painted = dict(paint_order(regions))
+        if probabilities.shape[-1] != len(painted):
+            raise ValueError(
+                f"probabilities must have one channel per region ({len(painted)}), got shape "
+                f"{probabilities.shape}"
+            )
+        channel = int(np.unravel_index(np.argmax(probabilities), probabilities.shape)[-1])
+        return painted[channel], region_around_peak(probabilities[..., channel])
     if probabilities.shape[-1] == 1:
         return 1, region_around_peak(probabilities[..., 0])
     foreground = probabilities[..., 1:]
