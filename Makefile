@@ -36,7 +36,7 @@ test: install-test
 	@failed=""; \
 	leg() { name=$$1; shift; echo "== $$name: $$*"; "$$@" || failed="$$failed $$name"; }; \
 	leg ruff $(BIN)/ruff check src tests benchmarks tools; \
-	leg tensorflow env KERAS_BACKEND=tensorflow $(BIN)/python -m pytest; \
+	leg tensorflow env KERAS_BACKEND=tensorflow $(BIN)/python -m pytest --durations=25; \
 	leg tensorflow-without-onednn env KERAS_BACKEND=tensorflow TF_ENABLE_ONEDNN_OPTS=0 \
 		$(BIN)/python -m pytest $(NO_ONEDNN_TESTS); \
 	for backend in $(filter-out tensorflow,$(BACKENDS)); do \

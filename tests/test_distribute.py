@@ -44,8 +44,8 @@ if not split.exists():
 TINY = dict(image_size=(32, 32), batch_size=4, workers=1, epochs=1, manifest=str(split),
             cache=str(out / "cache"), model_config={"base_filters": 4, "depth": 2, "dropout": 0})
 
-def train(name, **settings):
-    model = training.train("unet", sample_dir(), out / name, quiet=True, **{**TINY, **settings})
+def train(name, model="unet", **settings):
+    model = training.train(model, sample_dir(), out / name, quiet=True, **{**TINY, **settings})
     np.savez(out / f"{name}.npz", *model.get_weights())
 
 def save_last(name):
@@ -69,6 +69,8 @@ for devices in (1, 2):  # an interrupted run goes on, on one device or two
     shutil.copytree(out / f"dice-{devices}", out / f"resumed-{devices}")
     training.resume(out / f"resumed-{devices}", epochs=2, quiet=True, devices=devices)
     save_last(f"resumed-{devices}")
+for devices in (1, 2):  # fast_unet has batch norm, whose statistics precise_bn recomputes
+    train(f"averaged-{devices}", "fast_unet", devices=devices, epochs=2, ema=0.5, precise_bn=1)
 """
 )
 
@@ -149,6 +151,14 @@ def test_cli_run_folder_records_two_devices(jax_runs):
     record = json.loads((jax_runs / "dice-2" / "config.json").read_text())
     assert record["trained_on"] == {"replicas": 2, "processes": 1}
     assert record["config"]["devices"] == 2
+
+
+@pytest.mark.slow
+def test_moving_average_and_precise_batch_norm_train_alike_on_two_jax_devices(jax_runs):
+    record = json.loads((jax_runs / "averaged-2" / "config.json").read_text())
+    assert record["trained_on"] == {"replicas": 2, "processes": 1}
+    # The averaged weights and the recomputed batch-norm statistics are in the saved arrays.
+    assert _max_difference(jax_runs / "averaged-1.npz", jax_runs / "averaged-2.npz") < SAME_WEIGHTS
 
 
 @pytest.mark.slow
