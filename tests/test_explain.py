@@ -180,6 +180,23 @@ def test_explain_writes_pictures_and_raw_maps(tiny, tmp_path):
     ]
 
 
+def test_the_explained_region_follows_the_threshold_and_the_defaults(tiny_model, tmp_path):
+    # A model whose stored defaults say 0.3, as resunet.figshare's do (chosen with TTA).
+    tuned = tiny_model.with_settings(threshold=0.3, tta="flips")
+    slice_ = SAMPLE / "images" / "955.png"
+    image = data.read_image(slice_, 1)
+
+    def explained(folder, **options):
+        segkit.explain(tuned, [slice_], tmp_path / folder, raw=True, **options)
+        return np.load(tmp_path / folder / "955_saliency.npy")
+
+    at = {t: saliency(tiny_model.with_settings(threshold=t), image) for t in (0.3, 0.5, 0.45)}
+    assert not np.allclose(at[0.3], at[0.5])  # the untrained model's regions differ
+    np.testing.assert_allclose(explained("stored"), at[0.3], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(explained("own", defaults=False), at[0.5], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(explained("given", threshold=0.45), at[0.45], rtol=1e-5, atol=1e-7)
+
+
 def test_the_command_line_explains_and_names_bad_input(tiny, tmp_path):
     runner = CliRunner()
     images = str(SAMPLE / "images" / "955.png")
@@ -197,6 +214,9 @@ def test_the_command_line_explains_and_names_bad_input(tiny, tmp_path):
             "occlusion",
             "--class",
             "1",
+            "--no-defaults",
+            "--threshold",
+            "0.4",
         ],
     )
     assert result.exit_code == 0, result.output

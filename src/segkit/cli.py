@@ -488,6 +488,20 @@ def _predict_volumes(model, weights, inputs, out, quiet, axis, options) -> None:
 @click.option("--region", type=click.Path(), help="Explain the prediction inside this mask file.")
 @click.option("--class", "label", type=int, help="Explain this class (1 for a one-channel model).")
 @click.option("--raw", is_flag=True, help="Also write <name>_saliency.npy, the map itself.")
+@click.option(
+    "--threshold",
+    type=float,
+    default=None,
+    help="Threshold of the predicted region [default: the model's own; 0.5 without].",
+)
+@click.option(
+    "--no-defaults",
+    "defaults",
+    flag_value=False,
+    default=True,
+    help="Ignore the model's stored inference defaults (a map explains one pass: no TTA, no "
+    "post-processing): threshold 0.5 unless given.",
+)
 @click.option("--batch-size", default=8, show_default=True, type=int)
 def explain(model, weights, inputs, out, region, label, **options):
     """Saliency maps of what drives the prediction; writes <name>_saliency.png per image."""

@@ -107,6 +107,8 @@ def explain(
     out: str | Path,
     *,
     weights: str | None = None,
+    defaults: bool = True,
+    threshold: float | None = None,
     method: str = "gradient",
     target=None,
     layer: str | None = None,
@@ -128,6 +130,11 @@ def explain(
         inputs: image files and folders of images.
         out: output folder.
         weights: weights tag when ``model`` is a registry name.
+        defaults: with False, a model spec loads without its stored inference defaults
+            (threshold 0.5). A map explains one pass of the network (no test-time augmentation,
+            no post-processing), so a threshold chosen for averaged passes may not suit it.
+        threshold: the threshold of the predicted region (outlined, and explained unless
+            ``target`` says otherwise); None: the model's.
         method: see `saliency`.
         target: see `saliency`; a mask applies to every image, so they must share its size.
         layer: see `saliency` (Grad-CAM only).
@@ -145,7 +152,10 @@ def explain(
         The files written: per image the picture, then (with ``raw``) the map.
     """
     _check_method(method)
-    segmenter = model if isinstance(model, Segmenter) else load_model(model, weights)
+    if isinstance(model, Segmenter):
+        segmenter = model.with_settings(defaults=defaults, threshold=threshold)
+    else:
+        segmenter = load_model(model, weights, defaults=defaults, threshold=threshold)
     settings = (batch_size, seed, samples, noise, patch, stride)
     explainer = _Explainer(segmenter, method, layer, *settings)
     target = _read_target(target)
