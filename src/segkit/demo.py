@@ -11,6 +11,10 @@ from segkit.models import pretrained as shipped
 from segkit.models import split_name
 from segkit.reports import evaluate, format_table
 
+#: Models the demo runs by default, in order of preference, when their weights ship: the
+#: notebook's U-Net, then its residual U-Net (the most accurate shipped model).
+DEMO_MODELS = ("unet", "resunet")
+
 
 def sample_dir() -> Path:
     """Folder of the bundled Figshare sample slices (``images/``, ``masks/``, ``labels.csv``)."""
@@ -27,9 +31,10 @@ def run_demo(
 
     Args:
         out: output folder.
-        model: a registered model name; by default the first model with shipped weights,
-            preferring the notebook's ``unet``. A model without shipped weights runs with random
-            weights and a warning: the masks are then meaningless, but every step runs.
+        model: a registered model name; by default the first of `DEMO_MODELS` with shipped
+            weights (the notebook's networks, the U-Net first), else any with shipped weights.
+            A model without shipped weights runs with random weights and a warning: the masks
+            are then meaningless, but every step runs.
         defaults: False ignores the weights' stored inference defaults (test-time augmentation,
             post-processing, threshold; see `segkit.load_model`).
 
@@ -38,8 +43,9 @@ def run_demo(
     """
     out = Path(out)
     if model is None:
-        every = shipped.available()
-        model = "unet" if shipped.available("unet") or not every else split_name(every[0])[0]
+        every = [split_name(name)[0] for name in shipped.available()]
+        preferred = [name for name in DEMO_MODELS if name in every]
+        model = (preferred or every or ["unet"])[0]
     tags = shipped.available(model)
     if tags:
         segmenter = load_model(tags[0], defaults=defaults)
