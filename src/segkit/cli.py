@@ -72,35 +72,40 @@ def models(pattern: str) -> None:
         click.echo(f"{name:<18} {segkit.models.describe(name)}{suffix}")
 
 
-def inference_options(function):
-    """``--threshold``, ``--tta`` and ``--postprocess``, one per field of
+def inference_options(*names: str):
+    """``--threshold``, ``--tta`` and ``--postprocess`` (or those of ``names``), one per field of
     `segkit.inference.InferenceSettings` (the one source of their names, choices and help),
     and ``--no-defaults``. Each defaults to the model's stored setting; the command gets
     ``defaults`` and the settings given (None: not given)."""
     from segkit.inference import InferenceSettings
 
-    function = click.option(
-        "--no-defaults",
-        "defaults",
-        flag_value=False,
-        default=True,
-        help="Ignore the model's stored inference defaults: threshold 0.5, no TTA, no "
-        "post-processing, unless given.",
-    )(function)
-    for spec in reversed(fields(InferenceSettings)):
-        meta = spec.metadata
-        kind = click.Choice(meta["choices"]) if "choices" in meta else str
-        if spec.type in (float, "float"):
-            kind = float
+    def decorate(function):
         function = click.option(
-            f"--{spec.name}",
-            spec.name,
-            default=None,
-            type=kind,
-            metavar=meta.get("metavar"),
-            help=f"{meta['help']} [default: the model's own; {spec.default} without]",
+            "--no-defaults",
+            "defaults",
+            flag_value=False,
+            default=True,
+            help="Ignore the model's stored inference defaults: threshold 0.5, no TTA, no "
+            "post-processing, unless given.",
         )(function)
-    return function
+        for spec in reversed(fields(InferenceSettings)):
+            if names and spec.name not in names:
+                continue
+            meta = spec.metadata
+            kind = click.Choice(meta["choices"]) if "choices" in meta else str
+            if spec.type in (float, "float"):
+                kind = float
+            function = click.option(
+                f"--{spec.name}",
+                spec.name,
+                default=None,
+                type=kind,
+                metavar=meta.get("metavar"),
+                help=f"{meta['help']} [default: the model's own; {spec.default} without]",
+            )(function)
+        return function
+
+    return decorate
 
 
 _random_weights_option = click.option(
@@ -343,7 +348,7 @@ def _class_options(function):
 @click.option("--manifest", type=click.Path(), help="Split manifest (a run's split.json).")
 @click.option("--subset", type=click.Choice(["train", "val", "test"]), help="Part of --manifest.")
 @click.option("--at-model-size", is_flag=True, help="Score at the model's size, not the truth's.")
-@inference_options
+@inference_options()
 @click.option("--batch-size", default=8, show_default=True, type=int, help="Images per pass.")
 @click.option(
     "--on-problem",
@@ -413,7 +418,7 @@ def evaluate(model, weights, predictions, data_dir, out, quiet, defaults, **opti
 @_model_options
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("--out", required=True, type=click.Path(), help="Output folder.")
-@inference_options
+@inference_options()
 @click.option("--batch-size", default=8, show_default=True, type=int)
 @click.option("--probabilities", is_flag=True, help="Also write probability maps.")
 @click.option("--overlays", is_flag=True, help="Also write overlay pictures.")
@@ -488,23 +493,13 @@ def _predict_volumes(model, weights, inputs, out, quiet, axis, options) -> None:
 @click.option("--region", type=click.Path(), help="Explain the prediction inside this mask file.")
 @click.option("--class", "label", type=int, help="Explain this class (1 for a one-channel model).")
 @click.option("--raw", is_flag=True, help="Also write <name>_saliency.npy, the map itself.")
-@click.option(
-    "--threshold",
-    type=float,
-    default=None,
-    help="Threshold of the predicted region [default: the model's own; 0.5 without].",
-)
-@click.option(
-    "--no-defaults",
-    "defaults",
-    flag_value=False,
-    default=True,
-    help="Ignore the model's stored inference defaults (a map explains one pass: no TTA, no "
-    "post-processing): threshold 0.5 unless given.",
-)
+@inference_options("threshold")
 @click.option("--batch-size", default=8, show_default=True, type=int)
 def explain(model, weights, inputs, out, region, label, **options):
-    """Saliency maps of what drives the prediction; writes <name>_saliency.png per image."""
+    """Saliency maps of what drives the prediction; writes <name>_saliency.png per image.
+
+    A map explains one pass of the network (no TTA, no post-processing) and outlines the
+    region above --threshold."""
     if region is not None and label is not None:
         raise click.UsageError("give --region or --class, not both")
     _check_paths(("--model", model), ("--region", region), *(("input", i) for i in inputs))

@@ -106,7 +106,8 @@ class InferenceSettings:
     """How a model's probabilities become masks.
 
     The one source of ``--threshold``, ``--tta`` and ``--postprocess`` on ``segkit predict``
-    and ``segkit evaluate`` (names, choices and help come from these fields).
+    and ``segkit evaluate``, and of ``--threshold`` on ``segkit explain`` (names, choices and
+    help come from these fields).
 
     Attributes:
         threshold: probability above which a pixel is foreground, for one-channel models (a
