@@ -74,8 +74,8 @@ PRETRAINED: dict[tuple[str, str], Pretrained] = {
         "fast_unet-figshare.npz",
         "732dfe0281a2cc58d34dc91ebda1881c182e56dd66fbd89cea2d9bfaabecb2ee",
         description="fast_unet (a residual U-Net at half resolution, a tenth of the FLOPs of "
-        "ResUNET) on Figshare brain tumour slices (256x256, /255); per-image test Dice 0.721 "
-        "on held-out patient blocks with its inference defaults, 0.685 without (see the model "
+        "ResUNET) on Figshare brain tumour slices (256x256, /255); per-image test Dice 0.720 "
+        "on held-out patient blocks with its inference defaults, 0.686 without (see the model "
         "card).",
     ),
 }
