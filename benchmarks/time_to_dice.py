@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -178,6 +179,9 @@ def train_monai(args, clock: CpuClock, record) -> dict:
 
 
 def run(args) -> None:
+    from segkit._io import check_writable, write_json
+
+    check_writable(Path(args.out).parent)  # fail now, not after the budget is spent
     clock = CpuClock()
     curve = []
 
@@ -200,8 +204,7 @@ def run(args) -> None:
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1))
+    write_json(args.out, result)
 
 
 def report(paths: list[str]) -> None:
@@ -274,10 +277,14 @@ def main() -> None:
         one.add_argument("--out", required=True)
     sub.add_parser("report").add_argument("results", nargs="+")
     args = parser.parse_args()
-    if args.runner == "report":
-        report(args.results)
-    else:
-        run(args)
+    try:
+        if args.runner == "report":
+            report(args.results)
+        else:
+            run(args)
+    except (OSError, ValueError) as exc:  # e.g. an --out folder that cannot be written
+        print(f"time_to_dice: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":
