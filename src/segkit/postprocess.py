@@ -242,12 +242,7 @@ def _peak_region(probabilities, shape: tuple[int, ...], regions=None) -> tuple[i
         )
     if regions is not None:
         # Region channels have no background channel: every one is a candidate.
-        painted = dict(paint_order(regions))
-        if probabilities.shape[-1] != len(painted):
-            raise ValueError(
-                f"probabilities must have one channel per region ({len(painted)}), got shape "
-                f"{probabilities.shape}"
-            )
+        painted = dict(paint_order(regions, probs=probabilities, name="probabilities"))
         channel = int(np.unravel_index(np.argmax(probabilities), probabilities.shape)[-1])
         return painted[channel], region_around_peak(probabilities[..., channel])
     if probabilities.shape[-1] == 1:
