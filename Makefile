@@ -27,6 +27,12 @@ install-test: $(VENV)/.test-installed
 demo: install-demo
 	$(BIN)/segkit demo
 
+# pytest workers per leg: much of a test's time is single-threaded tracing and compiling, so
+# two workers keep both cores of a small machine busy. Each worker takes whole files, so a
+# file's fixtures are built once. `make test TEST_WORKERS=0` runs in one process.
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+
 # TensorFlow runs NCHW (channels_first) convolutions on CPU only with oneDNN, which it enables
 # on CPUs with AVX-512; TF_ENABLE_ONEDNN_OPTS=0 imitates the CPUs without it, for these tests.
 NO_ONEDNN_TESTS := tests/models tests/test_backend.py
@@ -36,11 +42,11 @@ test: install-test
 	@failed=""; \
 	leg() { name=$$1; shift; echo "== $$name: $$*"; "$$@" || failed="$$failed $$name"; }; \
 	leg ruff $(BIN)/ruff check src tests benchmarks tools; \
-	leg tensorflow env KERAS_BACKEND=tensorflow $(BIN)/python -m pytest --durations=25; \
+	leg tensorflow env KERAS_BACKEND=tensorflow $(PYTEST) --durations=25; \
 	leg tensorflow-without-onednn env KERAS_BACKEND=tensorflow TF_ENABLE_ONEDNN_OPTS=0 \
-		$(BIN)/python -m pytest $(NO_ONEDNN_TESTS); \
+		$(PYTEST) $(NO_ONEDNN_TESTS); \
 	for backend in $(filter-out tensorflow,$(BACKENDS)); do \
-		leg $$backend env KERAS_BACKEND=$$backend $(BIN)/python -m pytest -m backend; \
+		leg $$backend env KERAS_BACKEND=$$backend $(PYTEST) -m backend --durations=10; \
 	done; \
 	leg docs env NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir build/site; \
 	if [ -n "$$failed" ]; then echo "make test: failed:$$failed"; exit 1; fi; \
