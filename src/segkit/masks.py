@@ -41,6 +41,7 @@ __all__ = [
     "one_hot",
     "from_one_hot",
     "check_regions",
+    "check_region_channels",
     "paint_order",
     "regions_from_labels",
     "labels_from_regions",
@@ -401,7 +402,25 @@ def check_regions(regions) -> tuple[tuple[int, ...], ...]:
     return checked
 
 
-def paint_order(regions, *, probs=None, name: str = "probs") -> list[tuple[int, int]]:
+def check_region_channels(probs, regions, name: str = "probs") -> None:
+    """Check that ``probs`` holds one channel (last axis) per region of ``regions``.
+
+    Args:
+        probs: the array of a region model's output (probabilities or masks).
+        regions: the labels of each region, in channel order.
+        name: what the error message calls ``probs``.
+
+    Raises:
+        ValueError: bad regions (see `check_regions`), or not one channel per region.
+    """
+    count = len(check_regions(regions))
+    if np.ndim(probs) == 0 or np.shape(probs)[-1] != count:
+        raise ValueError(
+            f"{name} must have one channel per region ({count}), got shape {np.shape(probs)}"
+        )
+
+
+def paint_order(regions) -> list[tuple[int, int]]:
     """How `labels_from_regions` paints: ``(region index, label)`` pairs, largest region first.
 
     Regions are painted from the most labels to the fewest (in their given order when as
@@ -409,21 +428,11 @@ def paint_order(regions, *, probs=None, name: str = "probs") -> list[tuple[int, 
     smallest of its labels that no region painted after it holds: ``(1, 2, 3)``, ``(1, 3)``,
     ``(3,)`` paint 2, 1 and 3, the label map they came from.
 
-    Args:
-        regions: the labels of each region, in channel order.
-        probs: optionally, the array to be painted from, checked to hold one channel (last
-            axis) per region; ``name`` is what the error message calls it.
-
     Raises:
-        ValueError: bad regions (see `check_regions`), a region whose every label is held by
-            regions painted after it, so that none of its pixels would keep its paint, or
-            ``probs`` without one channel per region.
+        ValueError: bad regions (see `check_regions`), or a region whose every label is held by
+            regions painted after it, so that none of its pixels would keep its paint.
     """
     regions = check_regions(regions)
-    if probs is not None and (np.ndim(probs) == 0 or np.shape(probs)[-1] != len(regions)):
-        raise ValueError(
-            f"{name} must have one channel per region ({len(regions)}), got shape {np.shape(probs)}"
-        )
     order = sorted(range(len(regions)), key=lambda r: -len(regions[r]))
     painted = []
     for position, index in enumerate(order):
@@ -476,7 +485,8 @@ def labels_from_regions(probs, regions, threshold: float = 0.5) -> np.ndarray:
         ValueError: bad regions (see `paint_order`), or not one channel per region.
     """
     probs = np.asarray(probs)
-    order = paint_order(regions, probs=probs)
+    check_region_channels(probs, regions)
+    order = paint_order(regions)
     labels = np.zeros(probs.shape[:-1], dtype=np.uint8)
     for index, label in order:
         labels[probs[..., index] > threshold] = label

@@ -36,7 +36,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy import ndimage
 
-from segkit.masks import paint_order
+from segkit.masks import check_region_channels, paint_order
 
 __all__ = [
     "PostProcessing",
@@ -242,7 +242,8 @@ def _peak_region(probabilities, shape: tuple[int, ...], regions=None) -> tuple[i
         )
     if regions is not None:
         # Region channels have no background channel: every one is a candidate.
-        painted = dict(paint_order(regions, probs=probabilities, name="probabilities"))
+        check_region_channels(probabilities, regions, name="probabilities")
+        painted = dict(paint_order(regions))
         channel = int(np.unravel_index(np.argmax(probabilities), probabilities.shape)[-1])
         return painted[channel], region_around_peak(probabilities[..., channel])
     if probabilities.shape[-1] == 1:
