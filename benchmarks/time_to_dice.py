@@ -179,9 +179,8 @@ def train_monai(args, clock: CpuClock, record) -> dict:
 
 
 def run(args) -> None:
-    from segkit._io import check_writable, write_json
+    from segkit._io import write_json
 
-    check_writable(Path(args.out).parent)  # fail now, not after the budget is spent
     clock = CpuClock()
     curve = []
 
@@ -277,14 +276,19 @@ def main() -> None:
         one.add_argument("--out", required=True)
     sub.add_parser("report").add_argument("results", nargs="+")
     args = parser.parse_args()
+    # Bad input (result files to report, an --out folder that cannot be written) is one line
+    # and exit status 2; an error during training keeps its traceback.
     try:
         if args.runner == "report":
             report(args.results)
-        else:
-            run(args)
-    except (OSError, ValueError) as exc:  # e.g. an --out folder that cannot be written
+            return
+        from segkit._io import check_writable
+
+        check_writable(Path(args.out).parent)  # fail now, not after the budget is spent
+    except (OSError, ValueError) as exc:
         print(f"time_to_dice: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    run(args)
 
 
 if __name__ == "__main__":
