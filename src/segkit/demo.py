@@ -11,9 +11,9 @@ from segkit.models import pretrained as shipped
 from segkit.models import split_name
 from segkit.reports import evaluate, format_table
 
-#: Models the demo runs by default, in order of preference, when their weights ship: the
-#: notebook's U-Net, then its residual U-Net (the most accurate shipped model).
-DEMO_MODELS = ("unet", "resunet")
+#: Models the demo runs by default, in order of preference, when their weights ship: the most
+#: accurate shipped model first (the notebook's residual U-Net), then its U-Net.
+DEMO_MODELS = ("resunet", "unet")
 
 
 def sample_dir() -> Path:
@@ -32,9 +32,9 @@ def run_demo(
     Args:
         out: output folder.
         model: a registered model name; by default the first of `DEMO_MODELS` with shipped
-            weights (the notebook's networks, the U-Net first), else any with shipped weights.
-            A model without shipped weights runs with random weights and a warning: the masks
-            are then meaningless, but every step runs.
+            weights (the notebook's networks, the most accurate first), else any with shipped
+            weights. A model without shipped weights runs with random weights and a warning:
+            the masks are then meaningless, but every step runs.
         defaults: False ignores the weights' stored inference defaults (test-time augmentation,
             post-processing, threshold; see `segkit.load_model`).
 
