@@ -28,7 +28,7 @@ def test_bundled_sample_is_complete():
 @pytest.mark.backend
 def test_demo_uses_shipped_weights_and_writes_overlays_and_a_report(tmp_path):
     report = run_demo(tmp_path)
-    assert weights.available() == ["fast_unet.figshare", "resunet.figshare"]
+    assert weights.available() == ["fast_unet.figshare", "resunet.figshare", "unet.figshare"]
     assert report["model"] == "resunet.figshare"  # the most accurate, not the first by name
     assert len(list(tmp_path.glob("*_overlay.png"))) == 6
     assert json.loads((tmp_path / "report.json").read_text())["n_images"] == 6

@@ -214,10 +214,11 @@ def test_a_file_that_is_not_a_weights_npz_is_named(tmp_path, content):
 
 
 def test_shipped_weights_are_small_enough_for_a_wheel():
-    # The U-Net's weights do not ship yet: none trained so far beats the 0.715 bar.
-    assert weights.available() == ["fast_unet.figshare", "resunet.figshare"]
+    assert weights.available() == ["fast_unet.figshare", "resunet.figshare", "unet.figshare"]
     sizes = [weights.weights_path(entry).stat().st_size for entry in weights.PRETRAINED.values()]
-    assert sum(sizes) <= 25 * 2**20
+    # The three float16 files take 28.9 MB; the cap keeps the wheel far under PyPI's 100 MB
+    # limit and makes a fourth model, or a switch to float32, a decision rather than a drift.
+    assert sum(sizes) <= 30 * 2**20
 
 
 def test_the_fast_unet_file_records_its_config_and_its_tuned_defaults():
@@ -239,6 +240,29 @@ def test_the_fast_unet_file_records_its_config_and_its_tuned_defaults():
         "postprocess": "min-size=100,fill-holes,at-least-one",
     }
     assert "per-image mean Dice 0.7054, 0.6589 without" in header["inference_chosen_on"]
+
+
+def test_the_unet_file_records_the_notebooks_config_and_its_tuned_defaults():
+    header = pretrained.pretrained_header("unet", "figshare")
+    assert header["builder"] == "unet"
+    # The notebook's U-Net as it was: dropout 0.4, no batch norm.
+    assert header["config"] == {
+        "input_shape": (256, 256, 1),
+        "num_classes": 1,
+        "multilabel": False,
+        "base_filters": 32,
+        "depth": 4,
+        "dropout": 0.4,
+        "batch_norm": False,
+    }
+    assert header["preprocessing"] == {"size": (256, 256), "channels": 1, "normalize": "divide255"}
+    # Unlike the other two, its best threshold on validation is high (see its model card).
+    assert header["inference"] == {
+        "threshold": 0.65,
+        "tta": "dihedral",
+        "postprocess": "min-size=100,fill-holes,at-least-one",
+    }
+    assert "per-image mean Dice 0.7003, 0.6827 without" in header["inference_chosen_on"]
 
 
 def test_the_shipped_file_says_how_the_notebook_built_and_fed_its_model():

@@ -15,8 +15,8 @@ them, and they supersede ``threshold``. Files without them load with the header'
 TTA and no post-processing. `set_inference_defaults` changes them without touching the arrays.
 
 ```python
-segkit.models.pretrained.available()              # ["fast_unet.figshare", "resunet.figshare"]
-network = segkit.models.get("resunet.figshare")   # built from the file's config, verified
+segkit.models.pretrained.available()  # ["fast_unet.figshare", "resunet.figshare", "unet.figshare"]
+network = segkit.models.get("resunet.figshare")  # built from the file's config, verified
 segkit.models.pretrained.pretrained_header("resunet", "figshare")["preprocessing"]
 ```
 """
@@ -77,6 +77,15 @@ PRETRAINED: dict[tuple[str, str], Pretrained] = {
         "ResUNET) on Figshare brain tumour slices (256x256, /255); per-image test Dice 0.720 "
         "on held-out patient blocks with its inference defaults, 0.686 without (see the model "
         "card).",
+    ),
+    ("unet", "figshare"): Pretrained(
+        "unet",
+        "figshare",
+        "unet-figshare.npz",
+        "55ed77658f96bb59c9d2f63dc80f321895ac59eeb70127ac2aeb0397cad6ee4f",
+        description="The notebook's U-Net, trained from scratch on CPU, on Figshare brain "
+        "tumour slices (256x256, /255); per-image test Dice 0.732 on held-out patient blocks "
+        "with its inference defaults, 0.713 without (see the model card).",
     ),
 }
 
