@@ -221,48 +221,43 @@ def test_shipped_weights_are_small_enough_for_a_wheel():
     assert sum(sizes) <= 30 * 2**20
 
 
-def test_the_fast_unet_file_records_its_config_and_its_tuned_defaults():
-    header = pretrained.pretrained_header("fast_unet", "figshare")
-    assert header["builder"] == "fast_unet"
+@pytest.mark.parametrize(
+    ("model", "architecture", "threshold", "chosen_on"),
+    [
+        (
+            "fast_unet",
+            {"base_filters": 24, "depth": 5, "dropout": 0.0, "batch_norm": True},
+            0.3,
+            "per-image mean Dice 0.7054, 0.6589 without",
+        ),
+        # The notebook's U-Net as it was (dropout 0.4, no batch norm); unlike the other two,
+        # its best threshold on validation is high (see its model card).
+        (
+            "unet",
+            {"base_filters": 32, "depth": 4, "dropout": 0.4, "batch_norm": False},
+            0.65,
+            "per-image mean Dice 0.7003, 0.6827 without",
+        ),
+    ],
+)
+def test_files_from_the_training_script_record_their_config_and_tuned_defaults(
+    model, architecture, threshold, chosen_on
+):
+    header = pretrained.pretrained_header(model, "figshare")
+    assert header["builder"] == model
     assert header["config"] == {
         "input_shape": (256, 256, 1),
         "num_classes": 1,
         "multilabel": False,
-        "base_filters": 24,
-        "depth": 5,
-        "dropout": 0.0,
-        "batch_norm": True,
+        **architecture,
     }
     assert header["preprocessing"] == {"size": (256, 256), "channels": 1, "normalize": "divide255"}
     assert header["inference"] == {
-        "threshold": 0.3,
+        "threshold": threshold,
         "tta": "dihedral",
         "postprocess": "min-size=100,fill-holes,at-least-one",
     }
-    assert "per-image mean Dice 0.7054, 0.6589 without" in header["inference_chosen_on"]
-
-
-def test_the_unet_file_records_the_notebooks_config_and_its_tuned_defaults():
-    header = pretrained.pretrained_header("unet", "figshare")
-    assert header["builder"] == "unet"
-    # The notebook's U-Net as it was: dropout 0.4, no batch norm.
-    assert header["config"] == {
-        "input_shape": (256, 256, 1),
-        "num_classes": 1,
-        "multilabel": False,
-        "base_filters": 32,
-        "depth": 4,
-        "dropout": 0.4,
-        "batch_norm": False,
-    }
-    assert header["preprocessing"] == {"size": (256, 256), "channels": 1, "normalize": "divide255"}
-    # Unlike the other two, its best threshold on validation is high (see its model card).
-    assert header["inference"] == {
-        "threshold": 0.65,
-        "tta": "dihedral",
-        "postprocess": "min-size=100,fill-holes,at-least-one",
-    }
-    assert "per-image mean Dice 0.7003, 0.6827 without" in header["inference_chosen_on"]
+    assert chosen_on in header["inference_chosen_on"]
 
 
 def test_the_shipped_file_says_how_the_notebook_built_and_fed_its_model():
