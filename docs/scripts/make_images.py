@@ -54,21 +54,21 @@ def copy_picture(source: Path, target: str) -> None:
 
 def home_picture(path: Path) -> None:
     """One slice per tumour type with its hand-drawn outline and, when weights ship, the
-    outline the shipped model draws (the U-Net's when it ships)."""
+    outline the demo's model draws (the most accurate of the notebook's networks)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from segkit import data, weights
-    from segkit.demo import sample_dir
+    from segkit.demo import DEMO_MODELS, sample_dir
     from segkit.inference import load_model, to_mask
 
     samples = data.find_samples(sample_dir())
     chosen = {}
     for sample in samples:
         chosen.setdefault(sample.label_name, sample)
-    shipped = weights.available("unet") or weights.available()
+    shipped = [tag for name in DEMO_MODELS for tag in weights.available(name)]
     segmenter = load_model(shipped[0]) if shipped else None
     figure, axes = plt.subplots(1, len(chosen), figsize=(9, 3.3), constrained_layout=True)
     for axis, (label, sample) in zip(axes, sorted(chosen.items())):
