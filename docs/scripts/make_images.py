@@ -61,14 +61,14 @@ def home_picture(path: Path) -> None:
     import matplotlib.pyplot as plt
 
     from segkit import data, weights
-    from segkit.demo import DEMO_MODELS, sample_dir
+    from segkit.demo import demo_model, sample_dir
     from segkit.inference import load_model, to_mask
 
     samples = data.find_samples(sample_dir())
     chosen = {}
     for sample in samples:
         chosen.setdefault(sample.label_name, sample)
-    shipped = [tag for name in DEMO_MODELS for tag in weights.available(name)]
+    shipped = weights.available(demo_model())
     segmenter = load_model(shipped[0]) if shipped else None
     figure, axes = plt.subplots(1, len(chosen), figsize=(9, 3.3), constrained_layout=True)
     for axis, (label, sample) in zip(axes, sorted(chosen.items())):

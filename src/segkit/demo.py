@@ -21,6 +21,14 @@ def sample_dir() -> Path:
     return Path(str(files("segkit") / "sample"))
 
 
+def demo_model() -> str:
+    """The model the demo runs when none is named: the first of `DEMO_MODELS` with shipped
+    weights, else any model with shipped weights, else ``"unet"`` (with random weights)."""
+    every = [split_name(name)[0] for name in shipped.available()]
+    preferred = [name for name in DEMO_MODELS if name in every]
+    return (preferred or every or ["unet"])[0]
+
+
 def run_demo(
     out: str | Path = "segkit-demo", model: str | None = None, *, defaults: bool = True
 ) -> dict:
@@ -31,10 +39,10 @@ def run_demo(
 
     Args:
         out: output folder.
-        model: a registered model name; by default the first of `DEMO_MODELS` with shipped
-            weights (the notebook's networks, the most accurate first), else any with shipped
-            weights. A model without shipped weights runs with random weights and a warning:
-            the masks are then meaningless, but every step runs.
+        model: a registered model name; by default `demo_model()` (the most accurate of the
+            notebook's networks with shipped weights). A model without shipped weights runs
+            with random weights and a warning: the masks are then meaningless, but every step
+            runs.
         defaults: False ignores the weights' stored inference defaults (test-time augmentation,
             post-processing, threshold; see `segkit.load_model`).
 
@@ -43,9 +51,7 @@ def run_demo(
     """
     out = Path(out)
     if model is None:
-        every = [split_name(name)[0] for name in shipped.available()]
-        preferred = [name for name in DEMO_MODELS if name in every]
-        model = (preferred or every or ["unet"])[0]
+        model = demo_model()
     tags = shipped.available(model)
     if tags:
         segmenter = load_model(tags[0], defaults=defaults)
