@@ -44,8 +44,8 @@ LAYERS = (
     ),
     (
         "runs and pictures",
-        "a run's settings and folder; overlays and curves",
-        ("segkit.runs", "segkit.visualize"),
+        "a run's settings, folder and plan; overlays and curves",
+        ("segkit.runs", "segkit.planning", "segkit.visualize"),
     ),
     (
         "jobs",
