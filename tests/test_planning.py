@@ -263,6 +263,27 @@ def test_fingerprint_of_a_volume_layout(lgg_root, tmp_path):
     assert found.spacings[0] == pytest.approx((8.0, 8.0, 3.0))  # the layout's stated spacing
 
 
+def test_plan_of_a_ct_volume_layout(tmp_path):
+    root = _layout(tmp_path / "data")
+    out = tmp_path / "plans" / "plan.json"
+    result = CliRunner().invoke(
+        cli,
+        ["plan", str(root), "--modalities", "CT", "--memory", "1GB", "--out", str(out)],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    written = json.loads(out.read_text())
+    assert written["modalities"] == ["CT"] and written["dims"] == 3
+    assert written["target_spacing"] == [1.0, 1.0, 2.0]
+    (scheme,) = written["normalisation"]
+    stats = written["fingerprint"]["intensities"]["CT"]
+    assert scheme["scheme"] == "ct"
+    assert scheme["clip"] == [stats["percentile_00_5"], stats["percentile_99_5"]]
+    # A patch no larger than the 16 x 16 x 16 case, rounded to its pooling.
+    assert all(p % 2**n == 0 for p, n in zip(written["patch_size"], written["pools_per_axis"]))
+    assert written["patch_size"] == [16, 16, 16]
+
+
 @pytest.mark.parametrize(
     "broken, named",
     [

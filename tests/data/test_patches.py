@@ -41,6 +41,7 @@ def _centre_share(dataset) -> tuple[float, list[bool]]:
     return float(np.mean(hits)), hits
 
 
+@pytest.mark.backend  # a Keras PyDataset
 def test_a_third_of_patches_are_centred_on_foreground(tmp_path):
     cases = _write_layout(tmp_path / "data")
     dataset = patches.PatchDataset(cases, PATCH, batch_size=3, steps=60, cache=tmp_path / "c")
@@ -62,6 +63,7 @@ def test_which_patches_of_a_batch_are_forced(tmp_path, batch, forced):
     assert sum(dataset.forced_foreground(p) for p in range(batch)) == forced
 
 
+@pytest.mark.backend
 def test_cases_are_decoded_once_into_memory_maps(tmp_path, monkeypatch):
     cases = _write_layout(tmp_path / "data")
     first = patches.PatchDataset(
