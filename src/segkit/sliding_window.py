@@ -153,8 +153,9 @@ def sliding_window(
         predicted = _mirrored(predict, windows, flips)
         if output is None:
             output = np.zeros((*padded, predicted.shape[-1]), np.float32)
+        predicted *= weights  # in place: the batch is this function's own copy
         for region, window in zip(regions, predicted, strict=True):
-            output[region] += window * weights
+            output[region] += window
             weight_sum[region] += weights[..., 0]
         if progress is not None:
             progress(first + len(batch_corners), len(corners))
@@ -170,12 +171,13 @@ def _mirrored(predict, windows: np.ndarray, flips: list[tuple[int, ...]]) -> np.
     for axes in flips:
         array_axes = tuple(axis + 1 for axis in axes)  # axis 0 is the batch
         flipped = np.flip(windows, array_axes) if axes else windows
-        predicted = np.asarray(predict(np.ascontiguousarray(flipped)), np.float32)
+        # A copy (np.array copies), so that weighting in place leaves the caller's array alone.
+        predicted = np.array(predict(np.ascontiguousarray(flipped)), np.float32)
         if predicted.ndim != windows.ndim or predicted.shape[:-1] != windows.shape[:-1]:
             raise ValueError(
                 f"predict returned shape {predicted.shape} for windows of shape "
                 f"{windows.shape}; expected {(*windows.shape[:-1], 'K')}"
             )
         predicted = np.flip(predicted, array_axes) if axes else predicted
-        total = predicted.copy() if total is None else total + predicted
+        total = predicted if total is None else total + predicted
     return total / len(flips) if len(flips) > 1 else total
