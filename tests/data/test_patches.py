@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -140,3 +142,27 @@ def test_patches_from_real_lgg_volumes(lgg_root, tmp_path):
         assert images.shape == (3, 16, 16, 8, 1) and np.isfinite(images).all()
         # The forced patch is centred on tumour.
         assert labels[2, 8, 8, 4, 0] == 1
+
+
+def test_from_a_plan(tmp_path):
+    cases = _write_layout(tmp_path / "data")
+    plan = {
+        "dims": 3,
+        "modalities": ["CT"],
+        "target_spacing": [2.0, 2.0, 2.0],
+        "patch_size": [8, 8, 8],
+        "batch_size": 3,
+        "normalisation": [
+            {"modality": "CT", "scheme": "ct", "clip": [90, 110], "mean": 100, "std": 10}
+        ],
+    }
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    dataset = patches.PatchDataset.from_plan(tmp_path / "plan.json", cases, steps=2)
+    images, labels = dataset[0]
+    assert images.shape == (3, 8, 8, 8, 1) and dataset.cache.target_spacing == (2.0, 2.0, 2.0)
+    image, _, _ = dataset.cache.load(cases[0])
+    assert image.min() >= -1 and image.max() <= 1  # clipped to 90..110, then (x - 100) / 10
+    with pytest.raises(ValueError, match="the plan was made for 2"):
+        patches.PatchDataset.from_plan(plan | {"modalities": ["T1", "T2"]}, cases)
+    with pytest.raises(ValueError, match="3-D patches need a 3-D plan"):
+        patches.PatchDataset.from_plan(plan | {"dims": 2}, cases)

@@ -272,6 +272,38 @@ class PatchDataset(keras.utils.PyDataset):
         self.seed = seed
         self.epoch = 0
 
+    @classmethod
+    def from_plan(cls, plan: dict | str | Path, cases: Sequence[volume_layout.Case], **kwargs):
+        """A dataset with a plan's target spacing, patch, batch and normalisation.
+
+        Args:
+            plan: the plan (`segkit.planning.Plan.to_json`) or its ``plan.json`` file.
+            cases: the cases to draw from.
+            **kwargs: any other argument of `PatchDataset`, or one that replaces the plan's.
+
+        Raises:
+            ValueError: a 2-D plan, or cases of another number of modalities than the plan's.
+        """
+        if not isinstance(plan, dict):
+            plan = json.loads(Path(plan).read_text())
+        if plan["dims"] != 3:
+            raise ValueError(f"the plan is {plan['dims']}-D; 3-D patches need a 3-D plan")
+        modalities = plan["modalities"]
+        for case in cases:
+            if len(case.images) != len(modalities):
+                raise ValueError(
+                    f"case {case.name} has {len(case.images)} modality(ies); the plan was made "
+                    f"for {len(modalities)} ({', '.join(modalities)})"
+                )
+        settings = dict(
+            batch_size=plan["batch_size"],
+            target_spacing=plan["target_spacing"],
+            normalisation=plan["normalisation"],
+        )
+        settings.update(kwargs)
+        patch_size = settings.pop("patch_size", plan["patch_size"])
+        return cls(cases, patch_size, **settings)
+
     def __len__(self) -> int:
         return self.steps
 
