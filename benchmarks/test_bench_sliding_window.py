@@ -8,6 +8,12 @@ network (cutting, Gaussian weighting, stitching, normalising). The stitching ove
 exist yet), so this is an upper bound of the share: a real 3-D U-Net takes longer per window
 while stitching costs the same.
 
+`test_against_monai` runs one PyTorch network of the same layers through MONAI's
+``sliding_window_inference`` (``mode="gaussian"``, the same patch, overlap and windows per
+batch) and through segkit's (channels moved last and back around the network), and records
+segkit's time as a ratio of MONAI's. It needs MONAI (``pip install monai``), which segkit does
+not depend on, and is skipped without it.
+
 Run: ``pytest benchmarks/test_bench_sliding_window.py -s``.
 """
 
@@ -79,3 +85,42 @@ def test_stitching_overhead(benchmark):
     benchmark.pedantic(
         sliding_window, args=(predict, volume, PATCH), kwargs={"batch_size": BATCH}, rounds=1
     )
+
+
+@pytest.mark.slow
+def test_against_monai(benchmark):
+    torch = pytest.importorskip("torch")
+    inferers = pytest.importorskip("monai.inferers")
+    torch.manual_seed(0)
+    network = torch.nn.Sequential(
+        torch.nn.Conv3d(1, 16, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Conv3d(16, 16, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Conv3d(16, 2, 1),
+        torch.nn.Softmax(dim=1),
+    ).eval()
+    volume = np.random.default_rng(0).random((*VOLUME, 1), dtype=np.float32)
+    channels_first = torch.from_numpy(np.moveaxis(volume, -1, 0)[None].copy())
+
+    def predict(windows):  # channels last in and out, as segkit passes them
+        with torch.no_grad():
+            out = network(torch.from_numpy(np.moveaxis(windows, -1, 1).copy()))
+        return np.moveaxis(out.numpy(), 1, -1)
+
+    def monai():
+        with torch.no_grad():
+            return inferers.sliding_window_inference(
+                channels_first, PATCH, BATCH, network, overlap=0.5, mode="gaussian"
+            )
+
+    def segkit():
+        return sliding_window(predict, volume, PATCH, batch_size=BATCH)
+
+    np.testing.assert_allclose(segkit(), np.moveaxis(monai()[0].numpy(), 0, -1), atol=1e-5, rtol=0)
+    theirs, ours = _best(monai), _best(segkit)
+    benchmark.extra_info.update(
+        monai_s=round(theirs, 3), segkit_s=round(ours, 3), segkit_vs_monai=round(ours / theirs, 3)
+    )
+    print(f"\nMONAI {theirs:.2f} s, segkit {ours:.2f} s: segkit takes {ours / theirs:.2f}x")
+    benchmark.pedantic(segkit, rounds=1)
