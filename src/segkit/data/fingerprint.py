@@ -101,7 +101,9 @@ def check_spacing(spacing: Sequence[float], source: str | Path) -> tuple[float, 
     or not a number."""
     values = tuple(float(s) for s in spacing)
     if len(values) != 3 or not all(math.isfinite(s) and s > 0 for s in values):
-        raise DataError(f"{source}: voxel spacing {values} must be three positive numbers", source)
+        raise DataError(
+            f"{source}: voxel spacing {values} must be three positive numbers (mm)", source
+        )
     return values
 
 
@@ -140,7 +142,7 @@ def fingerprint(
     elif layout == "lgg":
         cases = _lgg_cases(root)
         names = list(modalities) if modalities else ["FLAIR"]
-        assumed = check_spacing(voxel_spacing or LGG_SPACING, "voxel spacing")
+        assumed = check_spacing(voxel_spacing or LGG_SPACING, root)
     else:
         raise DataError(
             f"{root} holds {layout!r} data: a plan needs volumes (imagesTr/ and labelsTr/ of "
