@@ -138,3 +138,25 @@ def test_bad_arguments():
         sliding_window(lambda w: w, volume, (8, 8, 8), mirror_axes=(3,))
     with pytest.raises(ValueError, match="predict returned"):
         sliding_window(lambda w: w[:, :4], volume, (8, 8, 8))
+
+
+def test_memory_is_the_output_and_a_few_windows():
+    # Peak numpy allocation while stitching: the output, one weight per voxel, and about two
+    # batches of windows (in and out). A second volume-sized array would break the bound.
+    import tracemalloc
+
+    channels, classes, patch, batch = 4, 3, (16, 16, 16), 2
+    volume = np.random.default_rng(0).random((48, 48, 48, channels), dtype=np.float32)
+
+    def predict(windows):
+        return np.repeat(windows[..., :1], classes, axis=-1)
+
+    tracemalloc.start()
+    try:
+        out = sliding_window(predict, volume, patch, batch_size=batch)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    weight_sum = out.nbytes // classes
+    windows = batch * np.prod(patch) * (channels + classes) * 4
+    assert peak <= out.nbytes + weight_sum + 3 * windows
