@@ -76,6 +76,7 @@ class Fingerprint:
         class_voxels: voxels per label value over all cases.
         assumed_spacing: the spacing the fingerprint assumed because the files record none
             (LGG), else None.
+        notes: what people should know about how it was read (e.g. the assumed spacing).
     """
 
     root: str
