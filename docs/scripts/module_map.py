@@ -23,7 +23,7 @@ LAYERS = (
     (
         "foundations",
         "files written atomically, plugin registries, progress lines, the backend, resizing, "
-        "mask values and their post-processing",
+        "sliding windows, mask values and their post-processing",
         (
             "segkit._io",
             "segkit._plugins",
@@ -31,6 +31,7 @@ LAYERS = (
             "segkit.backend",
             "segkit.environment",
             "segkit.resize",
+            "segkit.sliding_window",
             "segkit.masks",
             "segkit.postprocess",
         ),
@@ -43,8 +44,8 @@ LAYERS = (
     ),
     (
         "runs and pictures",
-        "a run's settings and folder; overlays and curves",
-        ("segkit.runs", "segkit.visualize"),
+        "a run's settings, folder and plan; overlays and curves",
+        ("segkit.runs", "segkit.planning", "segkit.visualize"),
     ),
     (
         "jobs",

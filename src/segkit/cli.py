@@ -598,6 +598,72 @@ def inspect(root, layout, num_classes, classes, as_json):
         sys.exit(2)
 
 
+def _numbers(option: str, text: str | None, kind=float) -> tuple | None:
+    """``"1,1,3"`` as a tuple of ``kind``; a click error naming ``option`` otherwise."""
+    if text is None:
+        return None
+    try:
+        return tuple(kind(part) for part in text.split(","))
+    except ValueError:
+        message = f"{text!r} is not numbers separated by commas"
+        raise click.BadParameter(message, param_hint=option) from None
+
+
+@cli.command()
+@click.argument("data_dir", metavar="DATA", type=click.Path())
+@click.option(
+    "--memory", default=None, help="Memory budget, e.g. 8GB [default: half the machine's]."
+)
+@click.option("--out", default="plan.json", show_default=True, type=click.Path(), help="Plan file.")
+@click.option(
+    "--dims", type=click.Choice(["2", "3"]), default=None, help="2-D or 3-D, not derived."
+)
+@click.option(
+    "--target-spacing", default=None, metavar="X,Y,Z", help="Target spacing (mm), not derived."
+)
+@click.option("--patch", default=None, metavar="X,Y[,Z]", help="Patch size, not derived.")
+@click.option("--batch", type=int, default=None, help="Batch size, not derived.")
+@click.option(
+    "--modalities",
+    default=None,
+    metavar="NAME,...",
+    help="Modality names (CT is normalised as CT).",
+)
+@click.option(
+    "--voxel-spacing",
+    default=None,
+    metavar="X,Y,Z",
+    help="LGG folders: the spacing to assume (mm) [default: 1,1,3].",
+)
+def plan(data_dir, memory, out, dims, target_spacing, patch, batch, modalities, voxel_spacing):
+    """Derive a training plan (spacing, patch, batch, depth) from a data set, as nnU-Net does.
+
+    Reads NIfTI cases in the volume layout (imagesTr/, labelsTr/) or LGG patient folders of
+    TIFF slices, prints the plan as a table and writes it to --out atomically. Each option
+    that says "not derived" replaces its rule's value.
+    """
+    from segkit import planning
+    from segkit.data.fingerprint import fingerprint
+
+    _check_paths(("DATA", data_dir))
+    found = fingerprint(
+        data_dir,
+        modalities=modalities.split(",") if modalities else None,
+        voxel_spacing=_numbers("--voxel-spacing", voxel_spacing),
+    )
+    made = planning.make_plan(
+        found,
+        memory=memory,
+        dims=int(dims) if dims else None,
+        target_spacing_mm=_numbers("--target-spacing", target_spacing),
+        patch_size=_numbers("--patch", patch, int),
+        batch_size=batch,
+    )
+    click.echo(planning.table(made))
+    planning.write_plan(out, made)
+    click.echo(f"plan written to {out}")
+
+
 def main() -> None:
     """Entry point of the ``segkit`` console script."""
     # TensorFlow's C++ start-up chatter buries the output of a short command.
