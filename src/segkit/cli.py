@@ -495,7 +495,8 @@ def _predict_volumes(model, weights, inputs, out, quiet, axis, options) -> None:
 @click.option("--raw", is_flag=True, help="Also write <name>_saliency.npy, the map itself.")
 @inference_options("threshold")
 @click.option("--batch-size", default=8, show_default=True, type=int)
-def explain(model, weights, inputs, out, region, label, **options):
+@click.option("--quiet", is_flag=True, help="No progress output.")
+def explain(model, weights, inputs, out, region, label, quiet, **options):
     """Saliency maps of what drives the prediction; writes <name>_saliency.png per image.
 
     A map explains one pass of the network (no TTA, no post-processing) and outlines the
@@ -506,7 +507,9 @@ def explain(model, weights, inputs, out, region, label, **options):
     from segkit.explain import explain as run_explain
 
     target = region if region is not None else label
-    written = run_explain(model, inputs, out, weights=weights, target=target, **options)
+    written = run_explain(
+        model, inputs, out, weights=weights, target=target, progress=not quiet, **options
+    )
     pictures = [path for path in written if path.suffix == ".png"]
     click.echo(f"{len(pictures)} saliency maps written to {out}")
 
@@ -563,11 +566,12 @@ def export(model, weights, fmt, out, random_weights, quantize, calibration):
     default=True,
     help="Ignore the weights' stored inference defaults (TTA, post-processing, threshold).",
 )
-def demo(out, model, defaults):
+@click.option("--quiet", is_flag=True, help="No progress output.")
+def demo(out, model, defaults, quiet):
     """Segment the bundled MRI sample slices and report Dice."""
     from segkit.demo import run_demo
 
-    report = run_demo(out, model, defaults=defaults)
+    report = run_demo(out, model, defaults=defaults, progress=not quiet)
     click.echo(f"model: {report['model']}")
     click.echo(report["table"])
     if "note" in report:

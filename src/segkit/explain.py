@@ -38,6 +38,7 @@ from segkit._io import atomic_path, check_writable
 from segkit.data.samples import image_files
 from segkit.inference import Segmenter, load_model
 from segkit.masks import to_mask
+from segkit.progress import Progress
 from segkit.resize import resize_image, resize_mask, resize_probabilities
 from segkit.visualize import PREDICTED_COLOUR
 
@@ -119,6 +120,7 @@ def explain(
     noise: float = 0.15,
     patch: int | None = None,
     stride: int | None = None,
+    progress: bool = False,
 ) -> list[Path]:
     """Write a saliency picture per image: ``<name>_saliency.png``.
 
@@ -147,6 +149,8 @@ def explain(
         noise: see `saliency`.
         patch: see `saliency`.
         stride: see `saliency`.
+        progress: show the network passes done, their rate and the time left on standard
+            error (smoothgrad and occlusion run dozens of passes per image).
 
     Returns:
         The files written: per image the picture, then (with ``raw``) the map.
@@ -162,6 +166,8 @@ def explain(
     files = image_files(inputs)
     out = check_writable(out)
     written = []
+    shown = Progress(len(files) * explainer.passes(), "passes", "explain", enabled=progress)
+    explainer.tick = shown.update
     for path in files:
         image = data.read_image(path, segmenter.prep.channels)
         explained = explainer.explain(image, target)
@@ -224,6 +230,18 @@ class _Explainer:
             raise ValueError(f"patch and stride must be at least 1: {self.patch}, {self.stride}")
         if method == "gradcam":
             self._set_up_gradcam(layer or default_layer(segmenter.network))
+        self.tick = lambda: None  # called after each pass of the network, for progress
+
+    def passes(self) -> int:
+        """Passes of the network (forward, or forward and backward) per image explained."""
+        if self.method == "smoothgrad":
+            return 1 + -(-self.samples // self.batch_size)
+        if self.method == "occlusion":
+            height, width = self.segmenter.prep.size
+            windows = len(_starts(height, self.patch, self.stride))
+            windows *= len(_starts(width, self.patch, self.stride))
+            return 2 + -(-windows // self.batch_size)
+        return 2
 
     def _set_up_gradcam(self, name: str) -> None:
         import keras
@@ -250,6 +268,7 @@ class _Explainer:
         prep = self.segmenter.prep
         x = data.normalize(resize_image(image, prep.size), prep)
         probabilities = np.asarray(self.segmenter.run(x[None]), dtype=np.float32)[0]
+        self.tick()
         weights = _score_weights(probabilities, target, image.shape[:2], self.segmenter.threshold)
         method = getattr(self, f"_{self.method}")
         return _Explanation(method(x, weights).astype(np.float32), probabilities)
@@ -265,6 +284,7 @@ class _Explainer:
         score = self._score(weights)
         network = self.segmenter.network
         gradient = _gradient(lambda batch: score(network(batch, training=False)), x[None])
+        self.tick()
         return np.abs(gradient[0]).max(axis=-1)
 
     def _smoothgrad(self, x, weights):
@@ -280,6 +300,7 @@ class _Explainer:
             # the summed score is each copy's own gradient.
             gradient = _gradient(lambda batch: score(network(batch, training=False)), noisy)
             total += np.abs(gradient).max(axis=-1).sum(axis=0)
+            self.tick()
         return total / self.samples
 
     def _gradcam(self, x, weights):
@@ -293,6 +314,7 @@ class _Explainer:
             features, gradient = features.transpose(0, 2, 3, 1), gradient.transpose(0, 2, 3, 1)
         channel_weights = gradient[0].mean(axis=(0, 1))
         cam = np.maximum((features[0] * channel_weights).sum(axis=-1), 0).astype(np.float32)
+        self.tick()
         return resize_probabilities(cam[..., None], x.shape[:2])[..., 0]
 
     def _occlusion(self, x, weights):
@@ -304,6 +326,7 @@ class _Explainer:
             for left in _starts(width, self.patch, self.stride)
         ]
         base = float((np.asarray(self.segmenter.run(x[None]), np.float32) * weights).sum())
+        self.tick()
         drop = np.zeros((height, width), np.float32)
         covered = np.zeros((height, width), np.float32)
         for start in range(0, len(windows), self.batch_size):
@@ -313,6 +336,7 @@ class _Explainer:
                 batch[row, top : top + self.patch, left : left + self.patch] = baseline
             outputs = np.asarray(self.segmenter.run(batch), np.float32)
             scores = (outputs * weights).sum(axis=(1, 2, 3))
+            self.tick()
             for (top, left), value in zip(chunk, scores):
                 drop[top : top + self.patch, left : left + self.patch] += base - value
                 covered[top : top + self.patch, left : left + self.patch] += 1

@@ -1,0 +1,85 @@
+"""What still made a new user wait without knowing why, or look at an output and see nothing,
+tried as one would: each case failed before it was fixed.
+
+Most test the command line's behaviour, not numerics, so they run once (on the first backend
+of `make test`); those that run a Keras model in a way that differs by backend are marked.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import segkit
+from segkit import progress
+from segkit.cli import cli
+from segkit.demo import sample_dir
+from segkit.models import pretrained as shipped
+
+TINY = {"input_shape": (32, 32, 1), "base_filters": 4, "depth": 2}
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def one_line_error(result, *words):
+    assert result.exit_code == 2, result.output
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("segkit: error: ")
+    for word in words:
+        assert word in result.stderr
+
+
+@pytest.fixture
+def tiny_shipped(tmp_path, monkeypatch):
+    """A tiny U-Net standing in for shipped weights, ``unet.test``, with dihedral TTA as its
+    stored default, as the real ones have."""
+    from segkit.inference import InferenceSettings
+
+    path = tmp_path / "unet-test.npz"
+    prep = {"size": (32, 32), "channels": 1, "normalize": "divide255"}
+    network = segkit.models.get("unet", **TINY)
+    shipped.save_weights(network, path, builder="unet", config=TINY, preprocessing=prep)
+    digest = shipped.set_inference_defaults(path, InferenceSettings(0.4, "dihedral"), "a test")
+    entry = shipped.Pretrained("unet", "test", path.name, digest)
+    monkeypatch.setattr(shipped, "PRETRAINED", {("unet", "test"): entry})
+    monkeypatch.setattr(shipped, "weights_path", lambda e: tmp_path / e.filename)
+    return "unet.test"
+
+
+# 1. Long commands show progress, with a time left measured after the first item.
+def test_the_time_left_is_estimated_from_items_after_the_first(monkeypatch):
+    clock = iter([0.0, 50.0, 51.0, 52.0, 53.0, 54.0])  # the first item carries a 50 s start-up
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    stream = Terminal()
+    shown = progress.Progress(60, "images", "predict", stream=stream)
+    for _ in range(5):
+        shown.update()
+    lines = stream.getvalue().split("\r")[1:]
+    assert lines[0] == "predict: 1/60 images"  # one item tells nothing yet
+    # 3 items in the 3 s after the first: 1 image/s, 56 s left (not 56 x 50 s)
+    assert lines[3] == "predict: 4/60 images, 1.0 images/s, 56 s left"
+
+
+def test_explain_and_demo_show_progress_unless_quiet(tmp_path, tiny_shipped):
+    image = sample_dir() / "images" / "955.png"
+    args = ("explain", "--model", tiny_shipped, image, "--method", "smoothgrad")
+    loud = invoke(*args, "--out", tmp_path / "loud")
+    assert loud.exit_code == 0, loud.output
+    # smoothgrad's 25 noisy copies, 8 a pass, after a forward pass: 5 passes per image
+    assert "explain: 5/5 passes" in loud.stderr
+    quiet = invoke(*args, "--out", tmp_path / "quiet", "--quiet")
+    assert quiet.exit_code == 0 and "explain:" not in quiet.stderr
+    demo = invoke("demo", "--out", tmp_path / "demo")
+    assert "predict: 6/6 images" in demo.stderr and "evaluate: 6/6 images" in demo.stderr
+    quiet = invoke("demo", "--out", tmp_path / "demo", "--quiet")
+    assert quiet.exit_code == 0 and "6/6" not in quiet.stderr
