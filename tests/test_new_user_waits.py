@@ -83,3 +83,34 @@ def test_explain_and_demo_show_progress_unless_quiet(tmp_path, tiny_shipped):
     assert "predict: 6/6 images" in demo.stderr and "evaluate: 6/6 images" in demo.stderr
     quiet = invoke("demo", "--out", tmp_path / "demo", "--quiet")
     assert quiet.exit_code == 0 and "6/6" not in quiet.stderr
+
+
+# 2. The stored settings and what they cost are said at the start.
+def test_predict_evaluate_and_explain_say_which_stored_settings_apply_and_their_cost(
+    tmp_path, tiny_shipped
+):
+    images = sample_dir() / "images"
+    result = invoke("predict", "--model", tiny_shipped, images, "--out", tmp_path / "p")
+    assert result.exit_code == 0, result.output
+    first = result.stderr.splitlines()[0]
+    assert first == (
+        "predict: unet.test: threshold 0.4, TTA dihedral, post-processing none (stored with the "
+        "model: threshold, TTA); 8 network passes per image; --tta none is about 8x faster"
+    )
+    chosen = invoke(
+        "predict", "--model", tiny_shipped, images, "--out", tmp_path / "q", "--tta", "none"
+    )
+    assert (
+        "post-processing none (stored with the model: threshold); 1 network pass per image\n"
+        in chosen.stderr
+    )
+    scored = invoke("evaluate", "--model", tiny_shipped, "--data", sample_dir(), "--no-defaults")
+    assert scored.stderr.startswith("evaluate: unet.test: threshold 0.5, TTA none, ")
+    assert "1 network pass per image" in scored.stderr and "stored" not in scored.stderr
+    explained = invoke("explain", "--model", tiny_shipped, images / "955.png", "--out", tmp_path)
+    assert explained.stderr.startswith(
+        "explain: unet.test: threshold 0.4 (stored with the model); a map explains one pass of "
+        "the network, without the stored TTA dihedral"
+    )
+    quiet = invoke("predict", "--model", tiny_shipped, images, "--out", tmp_path / "p", "--quiet")
+    assert "passes" not in quiet.stderr

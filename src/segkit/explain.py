@@ -38,7 +38,7 @@ from segkit._io import atomic_path, check_writable
 from segkit.data.samples import image_files
 from segkit.inference import Segmenter, load_model
 from segkit.masks import to_mask
-from segkit.progress import Progress
+from segkit.progress import Progress, note
 from segkit.resize import resize_image, resize_mask, resize_probabilities
 from segkit.visualize import PREDICTED_COLOUR
 
@@ -166,6 +166,7 @@ def explain(
     files = image_files(inputs)
     out = check_writable(out)
     written = []
+    note(f"explain: {segmenter.name}: {_one_pass(segmenter)}", enabled=progress)
     shown = Progress(len(files) * explainer.passes(), "passes", "explain", enabled=progress)
     explainer.tick = shown.update
     for path in files:
@@ -183,6 +184,25 @@ def explain(
                 np.save(tmp, saliency_map)
             written.append(array_path)
     return written
+
+
+def _one_pass(segmenter: Segmenter) -> str:
+    """Which settings a map uses: only the threshold (a map explains one pass of the network)."""
+    stored = segmenter.settings.threshold == segmenter.stored.threshold != 0.5
+    text = f"threshold {segmenter.threshold:g}{' (stored with the model)' if stored else ''}"
+    dropped = [
+        f"{label} {value}"
+        for label, value in (
+            ("TTA", segmenter.stored.tta),
+            ("post-processing", segmenter.stored.postprocess),
+        )
+        if str(value) != "none"
+    ]
+    if dropped:
+        text += (
+            f"; a map explains one pass of the network, without the stored {' and '.join(dropped)}"
+        )
+    return text
 
 
 def default_layer(network) -> str:

@@ -46,7 +46,7 @@ from segkit.data.samples import find_image_file, image_files
 from segkit.masks import to_mask
 from segkit.postprocess import PostProcessing
 from segkit.postprocess import apply as postprocess_mask
-from segkit.progress import Progress
+from segkit.progress import Progress, note
 from segkit.resize import resize_image, resize_nearest, resize_probabilities
 from segkit.runs import RunFolder, load_keras
 from segkit.visualize import label_overlay, overlay, write_png
@@ -194,6 +194,8 @@ class Segmenter:
             of the label maps its regions are made of.
         regions: the regions of a region model (`segkit.data.classes.Regions`), one output
             channel each, where the model records them (run folders); None otherwise.
+        stored: the inference defaults stored with the model (shipped weights, a tuned run
+            folder, an ONNX file exported from either), whether or not they apply.
     """
 
     run: object
@@ -205,6 +207,7 @@ class Segmenter:
     intensity: IntensityRange | None = None
     class_names: tuple[str, ...] | None = None
     regions: Regions | None = None
+    stored: InferenceSettings = InferenceSettings()
 
     @property
     def threshold(self) -> float:
@@ -223,6 +226,27 @@ class Segmenter:
         if self.intensity is None:
             return None
         return self.intensity.outside(resize_image(image, self.prep.size))
+
+    def cost(self, per: str = "image") -> str:
+        """The settings that apply, which of them are stored with the model, and what they
+        cost: ``"resunet.figshare: threshold 0.3, TTA dihedral, post-processing largest
+        (stored with the model: threshold, TTA, post-processing); 8 network passes per image;
+        --tta none is about 8x faster"``."""
+        plain, labels = InferenceSettings(), {"tta": "TTA", "postprocess": "post-processing"}
+        stored = [
+            labels.get(spec.name, spec.name)
+            for spec in fields(InferenceSettings)
+            if getattr(self.settings, spec.name) == getattr(self.stored, spec.name)
+            and getattr(self.stored, spec.name) != getattr(plain, spec.name)
+        ]
+        text = f"{self.name}: {self.settings}"
+        if stored:
+            text += f" (stored with the model: {', '.join(stored)})"
+        passes = len(TTA_TRANSFORMS[self.settings.tta])
+        text += f"; {passes} network pass{'es' if passes > 1 else ''} per {per}"
+        if passes > 1:
+            text += f"; --tta none is about {passes}x faster"
+        return text
 
     def predict(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Probabilities ``(B, H, W, K)`` at the model's size for ``uint8 (H, W, C)`` images of
@@ -360,6 +384,7 @@ def load_model(
     changes = {"threshold": threshold, "tta": tta, "postprocess": postprocess}
     InferenceSettings().replace(**changes)  # a bad setting fails before a model loads
     segmenter = _load(spec, weights, random_weights, precision)
+    segmenter.stored = segmenter.settings
     segmenter.settings = (segmenter.settings if defaults else InferenceSettings()).replace(
         **changes
     )
@@ -683,6 +708,7 @@ def predict(
     )
     out = check_writable(out)
     written = []
+    note(f"predict: {segmenter.cost()}", enabled=progress)
     shown = Progress(len(files), "images", "predict", enabled=progress)
     flagged = []
     for path, image, probs in segmenter.probabilities(files, batch_size):

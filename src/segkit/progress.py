@@ -14,6 +14,15 @@ LOG_INTERVAL = 10.0
 ESTIMATE_AFTER = 3
 
 
+def note(text: str, *, enabled: bool = True, stream: TextIO | None = None) -> None:
+    """Tell people one thing at the start of a job (what it will cost, say), on the stream
+    progress goes to; nothing when asked to be quiet."""
+    if enabled:
+        stream = stream if stream is not None else sys.stderr
+        stream.write(text + "\n")
+        stream.flush()
+
+
 class Progress:
     """Counts finished items and shows the count, the rate and the time left.
 

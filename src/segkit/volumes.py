@@ -56,7 +56,7 @@ from segkit.data.preprocess import Preprocessing
 from segkit.data.samples import Sample
 from segkit.inference import Segmenter, segmenter_for
 from segkit.postprocess import PostProcessing
-from segkit.progress import Progress
+from segkit.progress import Progress, note
 from segkit.resize import resize_probabilities
 from segkit.runs import RunFolder
 from segkit.visualize import label_overlay, overlay, write_png
@@ -281,6 +281,7 @@ def predict_volumes(
     )
     out = check_writable(out)
     written = []
+    note(f"predict: {segmenter.cost('slice')}", enabled=progress)
     for name, paths in cases.items():
         volume = volumes.stack_modalities([volumes.read_volume(path) for path in paths])
         segmented = segment_volume(
