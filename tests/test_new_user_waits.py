@@ -7,10 +7,12 @@ of `make test`); those that run a Keras model in a way that differs by backend a
 
 from __future__ import annotations
 
+import inspect
 import io
-import warnings
+import os
+import subprocess
+import sys
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -114,3 +116,83 @@ def test_predict_evaluate_and_explain_say_which_stored_settings_apply_and_their_
     )
     quiet = invoke("predict", "--model", tiny_shipped, images, "--out", tmp_path / "p", "--quiet")
     assert "passes" not in quiet.stderr
+
+
+# 3. Commands that run no network start without a backend; TensorFlow's C++ chatter is off.
+BACKENDS = {"keras", "tensorflow", "torch", "jax"}
+
+
+def _in_fresh_process(code: str, **env) -> list[str]:
+    environment = {k: v for k, v in os.environ.items() if k not in ("KERAS_BACKEND", *env)}
+    environment.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**environment, **env},
+        check=True,
+    )
+    return result.stdout.splitlines()
+
+
+def test_help_and_models_import_no_backend():
+    code = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from segkit.cli import cli\n"
+        "for args in (['--help'], ['models'], ['models', 'res*'], ['predict', '--help']):\n"
+        "    result = CliRunner().invoke(cli, args)\n"
+        "    print(result.exit_code, result.output.splitlines()[0])\n"
+        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {BACKENDS!r}))\n"
+    )
+    lines = _in_fresh_process(code)
+    assert lines[0] == "0 Usage: cli [OPTIONS] COMMAND [ARGS]..."
+    assert lines[1].startswith("0 attention_unet     Attention U-Net")
+    assert (
+        lines[2].startswith("0 resunet            Residual U-Net")
+        and "[weights: figshare]" in lines[2]
+    )
+    assert lines[3].startswith("0 Usage: cli predict")
+    assert lines[4] == "[]"
+
+
+def test_the_builtin_descriptions_are_the_builders_docstrings():
+    from segkit.models import _registry
+
+    for name, (module, description) in _registry.BUILTINS.items():
+        built = segkit.models.builder(name)
+        assert built.__module__ == module
+        assert inspect.getdoc(built).splitlines()[0] == description
+
+
+def test_a_registry_imports_a_builtin_entry_on_first_use(tmp_path, monkeypatch):
+    from segkit._plugins import Registry
+
+    (tmp_path / "lazy_thing_holder.py").write_text(
+        "from segkit._plugins import Registry\n"
+        "things = Registry('thing', 'things', 'segkit.test_things',"
+        " builtins={'thing': ('lazy_thing', 'A thing.')})\n"
+    )
+    (tmp_path / "lazy_thing.py").write_text(
+        "from lazy_thing_holder import things\n\n"
+        "@things.register('thing')\n"
+        "def thing():\n"
+        "    '''A thing, imported.'''\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from lazy_thing_holder import things
+
+    assert isinstance(things, Registry)
+    assert things.names() == ["thing"] and things.describe("thing") == "A thing."
+    assert "lazy_thing" not in sys.modules
+    assert things.lookup("thing").__module__ == "lazy_thing"
+    with pytest.raises(ValueError, match="'thing' is already registered by lazy_thing"):
+        things.add("thing", lambda: None)
+    monkeypatch.delitem(sys.modules, "lazy_thing")
+    monkeypatch.delitem(sys.modules, "lazy_thing_holder")
+
+
+def test_tensorflow_start_up_chatter_is_off_unless_the_user_set_its_level():
+    code = "import os, segkit; print(os.environ['TF_CPP_MIN_LOG_LEVEL'])"
+    assert _in_fresh_process(code) == ["2"]
+    assert _in_fresh_process(code, TF_CPP_MIN_LOG_LEVEL="0") == ["0"]

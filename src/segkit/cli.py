@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import sys
 import warnings
 from dataclasses import MISSING, fields
@@ -604,8 +603,6 @@ def inspect(root, layout, num_classes, classes, as_json):
 
 def main() -> None:
     """Entry point of the ``segkit`` console script."""
-    # TensorFlow's C++ start-up chatter buries the output of a short command.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # Warnings for people, not tracebacks: "segkit: warning: ...".
     warnings.formatwarning = lambda message, *args, **kwargs: f"segkit: warning: {message}\n"
     cli(prog_name="segkit")

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
-from scipy import ndimage
 
 from segkit._io import atomic_path
 from segkit.evaluation import surface
@@ -52,6 +51,8 @@ def overlay(
     """
     grey = image[..., 0] if image.ndim == 3 else image
     picture = np.repeat(grey[..., None], 3, axis=-1).astype(np.uint8)
+    from scipy import ndimage  # here, not at the top: the command line starts without SciPy
+
     thick = ndimage.binary_dilation  # one pixel is hard to see on a 512 image
     if true is not None:
         if true.shape != grey.shape:
@@ -99,6 +100,8 @@ def label_overlay(
         where = predicted == k
         picture[where] = (1 - opacity) * picture[where] + opacity * np.array(class_colour(k))
     picture = picture.round().astype(np.uint8)
+    from scipy import ndimage  # here, not at the top: the command line starts without SciPy
+
     thick = ndimage.binary_dilation
     for k in shown:
         picture[thick(surface(predicted == k))] = class_colour(k)
