@@ -196,3 +196,41 @@ def test_tensorflow_start_up_chatter_is_off_unless_the_user_set_its_level():
     code = "import os, segkit; print(os.environ['TF_CPP_MIN_LOG_LEVEL'])"
     assert _in_fresh_process(code) == ["2"]
     assert _in_fresh_process(code, TF_CPP_MIN_LOG_LEVEL="0") == ["0"]
+
+
+# 4. A split too small for its sides says what it did and what to do.
+TINY_TRAINING = ("--epochs", 1, "--image-size", 32, "--batch-size", 2)
+TINY_TRAINING += ("--model-config", "base_filters=4", "--model-config", "depth=2", "--quiet")
+
+
+def test_a_split_without_validation_says_why_and_what_to_do(tmp_path, figshare_256):
+    import shutil
+
+    folder = tmp_path / "forty"
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    for index in range(1, 41):  # 40 meningioma slices: two blocks of 20
+        shutil.copy(figshare_256 / "images" / f"{index}.png", folder / "images")
+        shutil.copy(figshare_256 / "masks" / f"{index}_mask.png", folder / "masks")
+    result = invoke("train", "--data", folder, "--out", tmp_path / "run", *TINY_TRAINING)
+    one_line_error(
+        result,
+        "leaves 40 training and 0 validation samples",
+        "blocks of 20 consecutive slices of a label: 2 blocks",
+        "use --split random",
+        "--manifest",
+    )
+
+
+def test_training_warns_when_nothing_is_held_out_for_testing(tmp_path):
+    from segkit import data
+
+    keys = [s.key for s in data.find_samples(sample_dir())]
+    manifest = tmp_path / "split.json"
+    data.Split("random", 0, (0.8, 0.2, 0.0), tuple(keys[:4]), tuple(keys[4:]), ()).save(manifest)
+    args = ("train", "--data", sample_dir(), "--out", tmp_path / "run", "--manifest", manifest)
+    with pytest.warns(
+        UserWarning, match="holds out nothing for testing .*4 training, 2 validation"
+    ):
+        result = invoke(*args, "--cache", tmp_path / "cache", *TINY_TRAINING)
+    assert result.exit_code == 0, result.output
