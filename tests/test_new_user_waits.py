@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -234,3 +235,34 @@ def test_training_warns_when_nothing_is_held_out_for_testing(tmp_path):
     ):
         result = invoke(*args, "--cache", tmp_path / "cache", *TINY_TRAINING)
     assert result.exit_code == 0, result.output
+
+
+# 5. A label map read as a binary mask names the options that read it as a label map.
+def _label_map_data(folder, count=2):
+    from PIL import Image
+
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(count):
+        image = rng.integers(0, 256, (32, 32), dtype=np.uint8)
+        Image.fromarray(image).save(folder / "images" / f"{index}.png")
+        labels = np.zeros((32, 32), np.uint8)
+        labels[4:12, 4:12], labels[16:24, 16:24] = 1, 2
+        Image.fromarray(labels).save(folder / "masks" / f"{index}_mask.png")
+    return folder
+
+
+def test_a_label_map_without_its_options_names_them(tmp_path):
+    folder = _label_map_data(tmp_path / "maps")
+    result = invoke("evaluate", "--predictions", folder / "masks", "--data", folder)
+    one_line_error(
+        result,
+        "is not binary: values 0, 1, 2",
+        "--num-classes 3",
+        "classes.json",
+    )
+    scored = invoke(
+        "evaluate", "--predictions", folder / "masks", "--data", folder, "--num-classes", 3
+    )
+    assert scored.exit_code == 0, scored.output
