@@ -266,3 +266,41 @@ def test_a_label_map_without_its_options_names_them(tmp_path):
         "evaluate", "--predictions", folder / "masks", "--data", folder, "--num-classes", 3
     )
     assert scored.exit_code == 0, scored.output
+
+
+# 6. Predicted label maps are palette PNGs: class indices as values, visible colours.
+@pytest.fixture
+def three_class_model(tmp_path):
+    path = tmp_path / "three.keras"
+    segkit.models.get("unet", **{**TINY, "num_classes": 3}).save(path)
+    return path
+
+
+def test_predicted_label_maps_are_palette_pngs_segkit_reads_back(tmp_path, three_class_model):
+    from PIL import Image
+
+    from segkit import data
+    from segkit.visualize import class_colour
+
+    images = sample_dir() / "images"
+    result = invoke("predict", "--model", three_class_model, images, "--out", tmp_path / "p")
+    assert result.exit_code == 0, result.output
+    written = Image.open(tmp_path / "p" / "955_mask.png")
+    assert written.mode == "P"
+    values = np.asarray(written)
+    assert set(np.unique(values)) <= {0, 1, 2}
+    palette = written.getpalette()
+    assert palette[:3] == [0, 0, 0] and tuple(palette[3:6]) == class_colour(1)
+    assert tuple(palette[6:9]) == class_colour(2)
+    # segkit reads them back as label maps, and scores them as predictions.
+    np.testing.assert_array_equal(data.read_mask_file(tmp_path / "p" / "955_mask.png", 3), values)
+    truth = tmp_path / "truth"
+    (truth / "masks").mkdir(parents=True)
+    (truth / "images").symlink_to(images)
+    for path in (tmp_path / "p").glob("*_mask.png"):
+        Image.fromarray(np.asarray(Image.open(path))).save(truth / "masks" / path.name)
+    scored = invoke(
+        "evaluate", "--predictions", tmp_path / "p", "--data", truth, "--num-classes", 3
+    )
+    assert scored.exit_code == 0, scored.output
+    assert scored.stdout.splitlines()[1].split()[2] in ("1.000", "nan")

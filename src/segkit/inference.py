@@ -49,7 +49,7 @@ from segkit.postprocess import apply as postprocess_mask
 from segkit.progress import Progress, note
 from segkit.resize import resize_image, resize_nearest, resize_probabilities
 from segkit.runs import RunFolder, load_keras
-from segkit.visualize import label_overlay, overlay, write_png
+from segkit.visualize import label_overlay, overlay, write_label_png, write_png
 
 ONNX_METADATA_KEY = "segkit.preprocessing"
 #: ONNX metadata of an int8 file: how `segkit.export` quantized it and the Dice it measured.
@@ -669,7 +669,9 @@ def predict(
         model: a model spec (see the module docstring) or a loaded `Segmenter`.
         inputs: image files and folders of images.
         out: output folder; gets ``<name>_mask.png`` per input image: 0/255 from a binary
-            model, the class index ``0..K-1`` (a label map) from a multi-class one.
+            model; from a multi-class one a label map, a palette PNG whose pixel values are
+            the class indices ``0..K-1`` and whose palette shows them in their overlay colours
+            (`segkit.visualize.write_label_png`).
         weights: weights tag when ``model`` is a registry name.
         threshold: probability above which a pixel is foreground; None takes the model's
             (see `InferenceSettings`).
@@ -716,9 +718,11 @@ def predict(
         if why := segmenter.unusual(image):
             flagged.append((path.name, why))
         mask = segmenter.to_mask(probs)
-        scale = 255 if probs.shape[-1] == 1 and not segmenter.regions else 1
         mask_path = out / f"{path.stem}_mask.png"
-        write_png(mask_path, (mask * scale).astype(np.uint8))
+        if probs.shape[-1] == 1 and not segmenter.regions:
+            write_png(mask_path, (mask * 255).astype(np.uint8))
+        else:
+            write_label_png(mask_path, mask)
         written.append(mask_path)
         names = _class_names(segmenter, probs.shape[-1])
         if probabilities and names is None:

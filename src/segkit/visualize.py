@@ -140,6 +140,24 @@ def write_png(path: str | Path, array: np.ndarray) -> None:
         Image.fromarray(array).save(tmp, format="PNG")
 
 
+def label_palette() -> list[int]:
+    """The 256-colour palette of label-map PNGs, as Pillow takes it (r, g, b, r, g, b, ...):
+    background black, class ``k`` in `class_colour` ``(k)``."""
+    colours = [(0, 0, 0)] + [class_colour(k) for k in range(1, 256)]
+    return [value for colour in colours for value in colour]
+
+
+def write_label_png(path: str | Path, labels: np.ndarray) -> None:
+    """Write a label map as a palette PNG, atomically: each pixel's value stays its class index
+    (what any tool, and `segkit.data.read_mask_file` with ``num_classes``, reads back), and the
+    palette shows class ``k`` in its overlay colour, where values 0..K-1 in grey look black."""
+    picture = Image.fromarray(np.asarray(labels, dtype=np.uint8), mode="L")
+    picture = picture.convert("P")  # an "L" image's values become the indices, unchanged
+    picture.putpalette(label_palette())
+    with atomic_path(path) as tmp:
+        picture.save(tmp, format="PNG")
+
+
 def plot_curves(history: list[dict], path: str | Path) -> None:
     """Loss and Dice per epoch, training beside validation, as a PNG."""
     figure = curves_figure(history)
