@@ -304,3 +304,69 @@ def test_predicted_label_maps_are_palette_pngs_segkit_reads_back(tmp_path, three
     )
     assert scored.exit_code == 0, scored.output
     assert scored.stdout.splitlines()[1].split()[2] in ("1.000", "nan")
+
+
+# 7. Overlays colour-blind readers can tell apart, a legend sized to the image, the Dice on it;
+# saliency pictures that say which class they explain and outline it.
+OKABE_ITO = {(230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66), (0, 114, 178)}
+OKABE_ITO |= {(213, 94, 0), (204, 121, 167)}
+
+
+def test_overlays_are_colour_blind_safe_sized_to_the_image_and_give_the_dice(monkeypatch):
+    from segkit import visualize
+    from segkit.evaluation import score
+
+    assert {visualize.PREDICTED_COLOUR, visualize.TRUE_COLOUR} <= OKABE_ITO
+    true = np.zeros((512, 512), bool)
+    true[100:300, 100:300] = True
+    predicted = np.roll(true, 20, axis=0)
+    image = np.full((512, 512), 60, np.uint8)
+    drawn = []
+    real_legend = visualize._draw_legend
+    monkeypatch.setattr(
+        visualize, "_draw_legend", lambda p, e: drawn.append(e) or real_legend(p, e)
+    )
+    big = visualize.overlay(image, predicted, true, legend=True)
+    dice = score(predicted, true)["dice"]
+    assert [name for name, _ in drawn[0]] == ["predicted", "true", f"Dice {dice:.3f}"]
+    labels = visualize.label_overlay(
+        image, predicted.astype(np.uint8) * 2, ["bg", "a", "b"], true.astype(np.uint8) * 2
+    )
+    assert [name for name, _ in drawn[1]] == ["b", "true: b", f"Dice {dice:.3f}"]
+    assert labels.shape == (512, 512, 3)
+
+    def legend_height(picture):  # rows of the black legend box in the first column
+        return int((picture[:, 0] == 0).all(axis=-1).argmin())
+
+    small = visualize.overlay(
+        image[:128, :128], predicted[:128, :128], true[:128, :128], legend=True
+    )
+    assert legend_height(big) > 1.5 * legend_height(small)  # letters grow with the image
+
+
+def test_saliency_pictures_name_and_outline_the_class_they_explain(
+    tmp_path, three_class_model, monkeypatch
+):
+    import segkit.explain as explaining
+    from segkit.inference import load_model
+
+    drawn = {}
+    monkeypatch.setattr(
+        explaining,
+        "_draw",
+        lambda image, m, region, path, title: drawn.update(region=region, title=title),
+    )
+    model = load_model(three_class_model)
+    image = sample_dir() / "images" / "955.png"
+    network_mask = None
+    for label in (1, 2):
+        explaining.explain(model, [image], tmp_path, target=label)
+        assert (
+            drawn["title"] == f"955: gradient, class {label} (class_{label}), its predicted outline"
+        )
+        ((_, _, probs),) = model.probabilities([image])
+        network_mask = model.to_mask(probs)
+        np.testing.assert_array_equal(drawn["region"], network_mask == label)
+    explaining.explain(model, [image], tmp_path)
+    assert drawn["title"] == "955: gradient, the predicted region, outlined"
+    np.testing.assert_array_equal(drawn["region"], network_mask > 0)

@@ -35,6 +35,7 @@ import numpy as np
 
 from segkit import data
 from segkit._io import atomic_path, check_writable
+from segkit.data.classes import default_names
 from segkit.data.samples import image_files
 from segkit.inference import Segmenter, load_model
 from segkit.masks import to_mask
@@ -175,8 +176,10 @@ def explain(
         saliency_map = _to_image_size(explained.saliency, image)
         probabilities = resize_probabilities(explained.probabilities, image.shape[:2])
         mask = to_mask(probabilities, segmenter.threshold)
+        classes = probabilities.shape[-1]
+        region, what = _explained_region(segmenter, mask, classes, target)
         picture = out / f"{path.stem}_saliency.png"
-        _draw(image, saliency_map, mask, picture, f"{path.stem}: {method}")
+        _draw(image, saliency_map, region, picture, f"{path.stem}: {method}, {what}")
         written.append(picture)
         if raw:
             array_path = out / f"{path.stem}_saliency.npy"
@@ -469,8 +472,23 @@ def _to_image_size(saliency_map: np.ndarray, image: np.ndarray) -> np.ndarray:
     return resized.astype(np.float32)
 
 
+def _explained_region(segmenter: Segmenter, mask: np.ndarray, classes: int, target):
+    """The region a picture outlines, and the words its title gives it: the class explained
+    (named, for a multi-class model), the region given, or the predicted region."""
+    if isinstance(target, (int, np.integer)) and not isinstance(target, bool):
+        if classes == 1:
+            return mask > 0, "class 1, its predicted outline"
+        names = segmenter.class_names or default_names(classes)
+        name = f" ({names[target]})" if int(target) < len(names) else ""
+        return mask == int(target), f"class {int(target)}{name}, its predicted outline"
+    if target is not None:
+        return np.asarray(target) != 0, "the region given, outlined"
+    return mask > 0, "the predicted region, outlined"
+
+
 def _draw(image, saliency_map, mask, path: Path, title: str) -> None:
-    """The image in grey, the map as a heat map with its colour bar, the predicted outline."""
+    """The image in grey, the map as a heat map with its colour bar, the outline of ``mask``
+    (the region explained) in `PREDICTED_COLOUR`."""
     # A bare Figure draws without pyplot, leaving the user's plotting backend alone.
     from matplotlib.figure import Figure
 
@@ -484,7 +502,7 @@ def _draw(image, saliency_map, mask, path: Path, title: str) -> None:
     if mask.any():
         colour = tuple(c / 255 for c in PREDICTED_COLOUR)
         axis.contour(mask, levels=[0.5], colors=[colour], linewidths=1.2)
-    axis.set_title(f"{title} (predicted outline in red)", fontsize=9)
+    axis.set_title(f"{title} in orange", fontsize=9)
     axis.set_axis_off()
     figure.colorbar(heat, ax=axis, shrink=0.85, label="saliency")
     with atomic_path(path) as tmp:
