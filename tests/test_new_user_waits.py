@@ -370,3 +370,37 @@ def test_saliency_pictures_name_and_outline_the_class_they_explain(
     explaining.explain(model, [image], tmp_path)
     assert drawn["title"] == "955: gradient, the predicted region, outlined"
     np.testing.assert_array_equal(drawn["region"], network_mask > 0)
+
+
+# 8. An exported model points out the same unusual inputs as the Keras model it came from.
+def test_onnx_models_warn_about_the_same_unusual_inputs_as_keras(tmp_path, figshare_256):
+    import keras
+    from PIL import Image
+
+    from segkit import data
+    from segkit.data.intensity import IntensityRange
+    from segkit.inference import load_model, predict
+
+    if keras.backend.backend() == "jax":
+        pytest.skip("ONNX export runs on tensorflow and torch")
+    samples = data.find_samples(figshare_256)[:200:4]
+    trained = IntensityRange.measure(data.decode(s, data.Preprocessing())[0] for s in samples)
+    path = tmp_path / "unet-test.npz"
+    prep = {"size": (32, 32), "channels": 1, "normalize": "divide255"}
+    network = segkit.models.get("unet", **TINY)
+    digest = shipped.save_weights(
+        network, path, builder="unet", config=TINY, preprocessing=prep, intensity=trained
+    )
+    entry = shipped.Pretrained("unet", "test", path.name, digest)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(shipped, "PRETRAINED", {("unet", "test"): entry})
+        patch.setattr(shipped, "weights_path", lambda e: tmp_path / e.filename)
+        keras_model = load_model("unet.test")
+        segkit.export("unet.test", tmp_path / "test.onnx")
+    onnx_model = load_model(tmp_path / "test.onnx")
+    assert onnx_model.intensity == keras_model.intensity == trained
+    dark = tmp_path / "dark.png"
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(dark)
+    for model in (keras_model, onnx_model):
+        with pytest.warns(UserWarning, match=r"1 of 1 inputs look unlike .*dark.png: mean 0.000"):
+            predict(model, [dark], tmp_path / "out")

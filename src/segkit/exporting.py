@@ -1,10 +1,11 @@
 """Exporting a model for serving without Keras: ONNX or a TensorFlow SavedModel.
 
-ONNX files carry the preprocessing they expect and the model's inference defaults (threshold,
-test-time augmentation, post-processing: `segkit.inference.InferenceSettings`) in their
-metadata, so ``segkit predict`` runs them on onnxruntime alone (``pip install 'segkit[onnx]'``)
-and makes the masks the Keras model makes. Exported models take channels-last
-``(B, H, W, C)`` float32 input, like the Keras models.
+ONNX files carry the preprocessing they expect, the model's inference defaults (threshold,
+test-time augmentation, post-processing: `segkit.inference.InferenceSettings`) and the
+intensity range of its training images, where it records one, in their metadata, so
+``segkit predict`` runs them on onnxruntime alone (``pip install 'segkit[onnx]'``), makes the
+masks the Keras model makes and points out the same inputs unlike its training images.
+Exported models take channels-last ``(B, H, W, C)`` float32 input, like the Keras models.
 
 Export runs on the TensorFlow and PyTorch backends. On JAX, Keras' ONNX path produced a graph
 that onnxruntime rejects (MaxPool "Unsupported pooling size", Keras 3.15), so segkit refuses it:
@@ -35,6 +36,7 @@ from segkit._io import atomic_path, write_json
 from segkit.data.samples import image_files
 from segkit.inference import (
     ONNX_INFERENCE_KEY,
+    ONNX_INTENSITY_KEY,
     ONNX_METADATA_KEY,
     ONNX_QUANTIZATION_KEY,
     ONNX_REGIONS_KEY,
@@ -152,11 +154,14 @@ def export(
 
 
 def _metadata(segmenter: Segmenter) -> dict[str, str]:
-    """What an exported file carries: the preprocessing and the inference defaults."""
+    """What an exported file carries: the preprocessing, the inference defaults and the
+    training images' intensity range."""
     entries = {
         ONNX_METADATA_KEY: json.dumps(asdict(segmenter.prep)),
         ONNX_INFERENCE_KEY: json.dumps(segmenter.settings.to_dict()),
     }
+    if segmenter.intensity is not None:
+        entries[ONNX_INTENSITY_KEY] = json.dumps(segmenter.intensity.to_dict())
     if segmenter.regions:
         regions = segmenter.regions
         entries[ONNX_REGIONS_KEY] = json.dumps(

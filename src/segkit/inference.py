@@ -56,6 +56,9 @@ ONNX_METADATA_KEY = "segkit.preprocessing"
 ONNX_QUANTIZATION_KEY = "segkit.quantization"
 #: ONNX metadata of the inference defaults (an `InferenceSettings` as JSON) a file carries.
 ONNX_INFERENCE_KEY = "segkit.inference"
+#: ONNX metadata of the training images' intensity range (`IntensityRange.to_dict`), so that
+#: `Segmenter.unusual` makes the same check whatever runs the network.
+ONNX_INTENSITY_KEY = "segkit.intensity"
 #: ONNX metadata of a region model: its regions' names and labels, so masks are painted, not
 #: taken as the most probable channel.
 ONNX_REGIONS_KEY = "segkit.regions"
@@ -78,6 +81,7 @@ TTA_CHUNK = 8
 
 __all__ = [
     "ONNX_INFERENCE_KEY",
+    "ONNX_INTENSITY_KEY",
     "ONNX_METADATA_KEY",
     "ONNX_REGIONS_KEY",
     "InferenceSettings",
@@ -598,6 +602,8 @@ def _load_onnx(path: Path) -> Segmenter:
     if ONNX_INFERENCE_KEY in metadata:
         settings = InferenceSettings.from_dict(json.loads(metadata[ONNX_INFERENCE_KEY]))
     segmenter = Segmenter(run, prep, str(path), settings=settings, precision=precision)
+    if ONNX_INTENSITY_KEY in metadata:
+        segmenter.intensity = IntensityRange.from_dict(json.loads(metadata[ONNX_INTENSITY_KEY]))
     if ONNX_REGIONS_KEY in metadata:
         record = json.loads(metadata[ONNX_REGIONS_KEY])
         segmenter.regions = Regions(
