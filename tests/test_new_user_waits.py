@@ -404,3 +404,73 @@ def test_onnx_models_warn_about_the_same_unusual_inputs_as_keras(tmp_path, figsh
     for model in (keras_model, onnx_model):
         with pytest.warns(UserWarning, match=r"1 of 1 inputs look unlike .*dark.png: mean 0.000"):
             predict(model, [dark], tmp_path / "out")
+
+
+# 9. Messages in the command line's words, counts that read well, units in both headers, and a
+# run folder that resumes from anywhere.
+def test_messages_use_the_command_lines_words(tmp_path, tiny_shipped):
+    from segkit import data
+    from segkit.explain import saliency
+    from segkit.inference import Segmenter
+
+    onnx_like = Segmenter(lambda batch: batch, data.Preprocessing(size=(32, 32)), "m.onnx")
+    with pytest.raises(ValueError, match="use --method occlusion") as caught:
+        saliency(onnx_like, np.zeros((32, 32, 1), np.uint8), method="smoothgrad")
+    assert "method='occlusion' in Python" in str(caught.value)
+    samples = data.find_samples(sample_dir())
+    prep = data.Preprocessing(size=(32, 32))
+    with pytest.raises(ValueError) as caught:
+        data.SegmentationDataset(samples, prep, batch_size=3, replicas=2)
+    assert str(caught.value).startswith(
+        "--batch-size 3 must be a multiple of the number of replicas (2, one per device)"
+    )
+    with pytest.raises(
+        ValueError, match=r"replicas \(2\) must be a multiple of the number of processes \(3\)"
+    ):
+        data.SegmentationDataset(samples, prep, batch_size=2, replicas=2, process=(0, 3))
+    image = sample_dir() / "images" / "955.png"
+    one = invoke("predict", "--model", tiny_shipped, image, "--out", tmp_path / "p", "--quiet")
+    assert one.stdout == f"1 mask written to {tmp_path / 'p'}\n"
+    explained = invoke(
+        "explain", "--model", tiny_shipped, image, "--out", tmp_path / "e", "--quiet"
+    )
+    assert explained.stdout == f"1 saliency map written to {tmp_path / 'e'}\n"
+
+
+def test_both_tables_give_the_unit_of_hd95():
+    from segkit.reports import format_table
+
+    volume = {"case": "c1", "slices": 3, "dice": 0.5, "iou": 0.3, "hd95_mm": 4.0, "assd_mm": 1.0}
+    summary = {"n_images": 3, "dice_mean": 0.5, "dice_pooled": 0.5, "iou_mean": 0.3}
+    report = {**summary, "hd95_mean": 2.0, "hd95_nan": 0, "resolution": "original"}
+    report |= {"volumes": [volume], "volume_dice_mean": 0.5, "volume_iou_mean": 0.3}
+    report |= {"volume_hd95_mean_mm": 4.0, "volume_assd_mean_mm": 1.0, "volume_dice_pooled": 0.5}
+    lines = format_table(report).splitlines()
+    assert lines[0].split()[-2:] == ["px", "n/a"] and "hd95 px" in lines[0]
+    three_d = next(line for line in lines if line.startswith("3-D"))
+    assert three_d.split()[-4:] == ["hd95", "mm", "assd", "mm"]
+
+
+def test_a_run_stores_its_data_path_resolved_and_resumes_from_elsewhere(tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    from segkit import data
+
+    shutil.copytree(sample_dir(), tmp_path / "work" / "mc")
+    keys = [s.key for s in data.find_samples(sample_dir())]
+    split = data.Split("random", 0, (0.5, 0.25, 0.25), tuple(keys[:4]), (keys[4],), (keys[5],))
+    split.save(tmp_path / "work" / "split.json")
+    monkeypatch.chdir(tmp_path / "work")
+    result = invoke(
+        "train", "--data", "mc", "--out", "run", "--manifest", "split.json", *TINY_TRAINING
+    )
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "work" / "run" / "config.json").read_text())["config"]
+    assert config["data"] == str((tmp_path / "work" / "mc").resolve())
+    assert config["manifest"] == str((tmp_path / "work" / "split.json").resolve())
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    resumed = invoke("train", "--resume", tmp_path / "work" / "run", "--epochs", 2, "--quiet")
+    assert resumed.exit_code == 0, resumed.output
+    assert "after 2 of 2 epochs" in resumed.stdout

@@ -444,7 +444,12 @@ def predict(model, weights, inputs, out, quiet, axis, **options):
     from segkit.inference import predict as run_prediction
 
     written = run_prediction(model, inputs, out, weights=weights, progress=not quiet, **options)
-    click.echo(f"{len(written)} masks written to {out}")
+    click.echo(f"{_count(len(written), 'mask')} written to {out}")
+
+
+def _count(number: int, thing: str) -> str:
+    """``"1 mask"``, ``"6 masks"``."""
+    return f"{number} {thing}{'' if number == 1 else 's'}"
 
 
 def _predict_volumes(model, weights, inputs, out, quiet, axis, options) -> None:
@@ -474,7 +479,7 @@ def _predict_volumes(model, weights, inputs, out, quiet, axis, options) -> None:
         precision=options["precision"],
         progress=not quiet,
     )
-    click.echo(f"{len(written)} volume masks written to {out}")
+    click.echo(f"{_count(len(written), 'volume mask')} written to {out}")
 
 
 @cli.command()
@@ -510,7 +515,7 @@ def explain(model, weights, inputs, out, region, label, quiet, **options):
         model, inputs, out, weights=weights, target=target, progress=not quiet, **options
     )
     pictures = [path for path in written if path.suffix == ".png"]
-    click.echo(f"{len(pictures)} saliency maps written to {out}")
+    click.echo(f"{_count(len(pictures), 'saliency map')} written to {out}")
 
 
 @cli.command()

@@ -238,10 +238,11 @@ class _Explainer:
         if method in _GRADIENT_METHODS and segmenter.network is None:
             raise ValueError(
                 f"method {method!r} needs the model's gradients, which {segmenter.name} (an "
-                "ONNX model) does not give: use method='occlusion'"
+                "ONNX model) does not give: use --method occlusion (method='occlusion' in "
+                "Python)"
             )
         if layer is not None and method != "gradcam":
-            raise ValueError(f"layer applies to method 'gradcam' only, not {method!r}")
+            raise ValueError(f"--layer applies to --method gradcam only, not {method}")
         if batch_size < 1 or samples < 1:
             raise ValueError(f"batch_size and samples must be at least 1: {batch_size}, {samples}")
         self.segmenter, self.method = segmenter, method

@@ -280,7 +280,7 @@ class Segmenter:
         if height != width and any(turns % 2 for turns, _ in transforms):
             raise ValueError(
                 f"tta 'dihedral' turns images by quarter turns, which needs a square input; "
-                f"{self.name} takes {height}x{width}: use tta 'flips'"
+                f"{self.name} takes {height}x{width}: use --tta flips (tta='flips' in Python)"
             )
         copies = np.concatenate([_transformed(batch, *t) for t in transforms])
         chunk = max(len(batch), TTA_CHUNK)

@@ -428,9 +428,9 @@ def format_table(report: dict) -> str:
     def cell(value, digits=3):
         return "-" if value is None else f"{value:.{digits}f}"
 
-    lines = [
-        f"{'':<{width}} {'images':>6} {'dice':>6} {'pooled':>6} {'iou':>6} {'hd95':>7} {'n/a':>4}",
-    ]
+    # HD95 in pixels: on volume data too, beside the 3-D table's millimetres.
+    header = f"{'images':>6} {'dice':>6} {'pooled':>6} {'iou':>6} {'hd95 px':>7} {'n/a':>4}"
+    lines = [f"{'':<{width}} {header}"]
     for name, s in rows:
         lines.append(
             f"{name:<{width}} {s['n_images']:>6} {cell(s['dice_mean']):>6} "

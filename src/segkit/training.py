@@ -96,6 +96,11 @@ def train(
         FileExistsError: ``out`` already holds a run.
         ValueError: a setting is invalid.
     """
+    # Paths stored resolved, so that the run resumes (and is read) from any folder.
+    for name in ("manifest", "init_from", "cache"):
+        if settings.get(name) and Path(settings[name]).exists():
+            settings[name] = str(Path(settings[name]).resolve())
+    data_dir = Path(data_dir).resolve() if Path(data_dir).exists() else data_dir
     config = TrainConfig(model=model, data=str(data_dir), **settings)
     config.check()
     check_precision(config.precision)

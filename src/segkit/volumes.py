@@ -548,11 +548,12 @@ def format_volumes(report: dict) -> list[str]:
     def cell(value, digits=3):
         return "-" if value is None else f"{value:.{digits}f}"
 
-    lines = [f"{'3-D':<{width}} {'slices':>6} {'dice':>6} {'iou':>6} {'hd95':>7} {'assd':>6}"]
+    header = f"{'3-D':<{width}} {'slices':>6} {'dice':>6} {'iou':>6} {'hd95 mm':>7} {'assd mm':>7}"
+    lines = [header]
     for name, slices, dice, iou, hd95, assd in rows:
         lines.append(
             f"{name:<{width}} {slices:>6} {cell(dice):>6} {cell(iou):>6} {cell(hd95, 2):>7} "
-            f"{cell(assd, 2):>6}"
+            f"{cell(assd, 2):>7}"
         )
     more = len(volumes_scored) - TABLE_VOLUMES
     lines.append(
