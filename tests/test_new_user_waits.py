@@ -474,3 +474,28 @@ def test_a_run_stores_its_data_path_resolved_and_resumes_from_elsewhere(tmp_path
     resumed = invoke("train", "--resume", tmp_path / "work" / "run", "--epochs", 2, "--quiet")
     assert resumed.exit_code == 0, resumed.output
     assert "after 2 of 2 epochs" in resumed.stdout
+
+
+# 10. The docs tell the truth: fixable errors are one line, and `segkit info` looks as shown.
+def test_option_errors_and_mixed_inputs_are_one_line(tmp_path, tiny_shipped):
+    nib = pytest.importorskip("nibabel")
+
+    volume = tmp_path / "scan.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((16, 16, 4), np.float32), np.eye(4)), volume)
+    image = sample_dir() / "images" / "955.png"
+    mixed = invoke("predict", "--model", tiny_shipped, volume, image, "--out", tmp_path / "out")
+    one_line_error(mixed, "give volumes or images, not both", "(see cli predict --help)")
+    one_line_error(invoke("predict", "--model", tiny_shipped, image), "Missing option '--out'")
+    one_line_error(invoke("predict", "--model", tiny_shipped, image, "--tta", "all"), "'--tta'")
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_installation_page_shows_what_segkit_info_prints():
+    from pathlib import Path
+
+    from segkit.environment import describe_environment
+
+    page = (Path(__file__).parents[1] / "docs" / "installation.md").read_text()
+    shown = page.split("$ segkit info\n", 1)[1].split("```", 1)[0]
+    keys = [line.split(":", 1)[0].strip() for line in shown.splitlines()]
+    assert keys == list(describe_environment())

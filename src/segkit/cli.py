@@ -1,7 +1,7 @@
 """The ``segkit`` command line: a thin click layer over the Python API.
 
-Errors a user can fix (a missing file, an unknown model, bad input) print one line and exit
-with status 2; ``--debug`` shows the traceback instead.
+Errors a user can fix (a missing file, an unknown model, bad input, a missing or mistyped
+option) print one line and exit with status 2; ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -20,11 +20,19 @@ USER_ERRORS = (ValueError, KeyError, OSError, ImportError)
 
 
 class _Group(click.Group):
-    """Turns user errors into one clear line and exit status 2."""
+    """Turns user errors into one clear line and exit status 2: a command's own (a missing
+    file, bad input) and click's (a missing or mistyped option), which click would otherwise
+    show under the command's usage block."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:
+            if ctx.find_root().params.get("debug"):
+                raise
+            where = exc.ctx.command_path if exc.ctx else ctx.command_path
+            click.echo(f"segkit: error: {exc.format_message()} (see {where} --help)", err=True)
+            sys.exit(2)
         except KeyboardInterrupt:
             click.echo("segkit: interrupted", err=True)
             sys.exit(130)  # the shell's code for a job stopped by Ctrl-C
