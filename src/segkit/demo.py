@@ -38,7 +38,7 @@ def run_demo(
 ) -> dict:
     """Segment the bundled sample with a model's shipped weights.
 
-    Writes ``<out>/<n>_overlay.png`` (predicted outline red, true outline green),
+    Writes ``<out>/<n>_overlay.png`` (predicted outline orange, true outline sky blue),
     ``<out>/<n>_mask.png`` and ``<out>/report.json``.
 
     Args:

@@ -690,7 +690,8 @@ def predict(
         probabilities: also write ``<name>_prob.png``, the probability scaled to 0-255
             (multi-class: ``<name>_prob_<class>.png`` per foreground class).
         overlays: also write ``<name>_overlay.png``: the image with the predicted outline in
-            red (and the true one in green when ``true_masks`` is given), with a legend;
+            orange (and the true one in sky blue, with the image's Dice, when ``true_masks`` is given),
+            with a legend;
             multi-class: each class filled in its colour, true classes outlined in white, and
             a legend naming the classes.
         true_masks: folder of true masks named ``<name>_mask.png`` (or another image suffix),
