@@ -499,3 +499,18 @@ def test_the_installation_page_shows_what_segkit_info_prints():
     shown = page.split("$ segkit info\n", 1)[1].split("```", 1)[0]
     keys = [line.split(":", 1)[0].strip() for line in shown.splitlines()]
     assert keys == list(describe_environment())
+
+
+def test_int8_export_shows_its_calibration_and_measurement_unless_quiet(tmp_path):
+    import keras
+
+    if keras.backend.backend() == "jax":
+        pytest.skip("ONNX export runs on tensorflow and torch")
+    segkit.models.get("unet", **TINY).save(tmp_path / "tiny.keras")
+    args = ("export", "--model", tmp_path / "tiny.keras", "--quantize", "int8")
+    args += ("--calibration", sample_dir())
+    loud = invoke(*args, "--out", tmp_path / "loud.onnx")
+    assert loud.exit_code == 0, loud.output
+    assert "calibrate: 6/6 slices" in loud.stderr and "measure: 12/12 slices" in loud.stderr
+    quiet = invoke(*args, "--out", tmp_path / "quiet.onnx", "--quiet")
+    assert quiet.exit_code == 0 and "slices" not in quiet.stderr

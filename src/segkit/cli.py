@@ -542,7 +542,8 @@ def explain(model, weights, inputs, out, region, label, quiet, **options):
     help="Slices to calibrate --quantize on: a data folder or a folder of images [default: a "
     "run's training split; the bundled sample for shipped weights].",
 )
-def export(model, weights, fmt, out, random_weights, quantize, calibration):
+@click.option("--quiet", is_flag=True, help="No progress output (--quantize).")
+def export(model, weights, fmt, out, random_weights, quantize, calibration, quiet):
     """Export a model to ONNX or a TensorFlow SavedModel."""
     _check_paths(("--model", model))
     from segkit.exporting import export as run_export
@@ -556,6 +557,7 @@ def export(model, weights, fmt, out, random_weights, quantize, calibration):
         random_weights=random_weights,
         quantize=quantize,
         calibration=calibration,
+        progress=not quiet,
     )
     click.echo(f"exported to {exported}")
     if quantize:

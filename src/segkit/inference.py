@@ -690,10 +690,9 @@ def predict(
         probabilities: also write ``<name>_prob.png``, the probability scaled to 0-255
             (multi-class: ``<name>_prob_<class>.png`` per foreground class).
         overlays: also write ``<name>_overlay.png``: the image with the predicted outline in
-            orange (and the true one in sky blue, with the image's Dice, when ``true_masks`` is given),
-            with a legend;
-            multi-class: each class filled in its colour, true classes outlined in white, and
-            a legend naming the classes.
+            orange (and the true one in sky blue, with the image's Dice, when ``true_masks``
+            is given), with a legend; multi-class: each class filled in its colour, true
+            classes outlined in white, and a legend naming the classes.
         true_masks: folder of true masks named ``<name>_mask.png`` (or another image suffix),
             for the overlays; images without one get only the predicted outline.
         random_weights: allow a bare registry name, which means untrained weights (for
