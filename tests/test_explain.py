@@ -222,7 +222,7 @@ def test_the_command_line_explains_and_names_bad_input(tiny, tmp_path):
         ],
     )
     assert result.exit_code == 0, result.output
-    assert "1 saliency maps written" in result.output
+    assert "1 saliency map written" in result.output
     assert np.load(tmp_path / "955_saliency.npy").shape == (256, 256)
     result = runner.invoke(
         cli,
