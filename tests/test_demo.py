@@ -50,7 +50,7 @@ def test_the_demo_without_the_inference_defaults_scores_as_before_them(tmp_path)
     assert report["dice_mean"] == pytest.approx(0.740, abs=0.002)
     result = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path / "cli"), "--no-defaults"])
     assert result.exit_code == 0, result.output
-    assert result.output.splitlines()[2].split()[:3] == ["all", "6", "0.740"]
+    assert result.stdout.splitlines()[2].split()[:3] == ["all", "6", "0.740"]  # progress: stderr
 
 
 @pytest.mark.backend
@@ -80,4 +80,4 @@ def test_demo_with_shipped_weights_says_its_score_is_not_held_out(tmp_path, monk
 
     result = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path / "cli")])
     assert result.exit_code == 0, result.output
-    assert result.output.startswith("model: unet.test\n")
+    assert result.stdout.startswith("model: unet.test\n")

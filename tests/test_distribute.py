@@ -279,7 +279,9 @@ def test_last_batch_is_cut_to_a_multiple_of_the_replicas():
     assert len(four) == 1  # 6 = 4 + 2: the last two cannot go to four replicas: left out
     five = data.SegmentationDataset(samples[:5], prep, batch_size=4, replicas=2)
     assert [len(five[i][0]) for i in range(len(five))] == [4]
-    with pytest.raises(ValueError, match="multiple of the 2 replicas"):
+    with pytest.raises(
+        ValueError, match="--batch-size 3 must be a multiple of the number of replicas"
+    ):
         data.SegmentationDataset(samples, prep, batch_size=3, replicas=2)
 
 

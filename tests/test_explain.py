@@ -222,7 +222,7 @@ def test_the_command_line_explains_and_names_bad_input(tiny, tmp_path):
         ],
     )
     assert result.exit_code == 0, result.output
-    assert "1 saliency maps written" in result.output
+    assert "1 saliency map written" in result.output
     assert np.load(tmp_path / "955_saliency.npy").shape == (256, 256)
     result = runner.invoke(
         cli,
@@ -259,7 +259,7 @@ def test_a_missing_layer_lists_layers_near_the_output(tiny_model, image):
 
 
 def test_a_layer_is_for_gradcam_only(tiny_model, image):
-    with pytest.raises(ValueError, match="layer applies to method 'gradcam' only"):
+    with pytest.raises(ValueError, match="--layer applies to --method gradcam only"):
         saliency(tiny_model, image, method="gradient", layer="up1_relu2")
 
 
@@ -297,7 +297,7 @@ def test_occlusion_explains_onnx_models_as_it_does_keras_ones(tiny_model, tiny_o
 
 @pytest.mark.parametrize("method", ["gradient", "smoothgrad", "gradcam"])
 def test_gradient_methods_on_onnx_say_to_use_occlusion(tiny_onnx, image, method):
-    with pytest.raises(ValueError, match="use method='occlusion'"):
+    with pytest.raises(ValueError, match="use --method occlusion"):
         saliency(load_model(tiny_onnx), image, method=method)
 
 

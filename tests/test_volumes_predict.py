@@ -207,7 +207,7 @@ def test_cli_predicts_volumes_as_the_slices_one_by_one(small, tiny_model, tmp_pa
     for source in (small.image, small.dicom):
         result = runner.invoke(cli, ["predict", str(source), "--out", str(tmp_path / "v"), *model])
         assert result.exit_code == 0, result.output
-        assert "1 volume masks written" in result.output
+        assert "1 volume mask written" in result.output
     scan = volumes.read_volume(small.image)
     slicing = volumes.slicing(scan)
     pictures = slicing.slices(volumes.to_uint8(scan.array, volumes.percentile_window(scan.array)))
@@ -320,5 +320,5 @@ def test_cli_predicts_a_folder_of_volumes(small, tiny_model, tmp_path):
         cli, ["predict", str(folder), "--model", tiny_model, "--quiet", "--out", str(tmp_path)]
     )
     assert result.exit_code == 0, result.output
-    assert "1 volume masks written" in result.output
+    assert "1 volume mask written" in result.output
     assert (tmp_path / f"{SMALL}_mask.nii.gz").is_file()

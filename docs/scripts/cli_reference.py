@@ -18,8 +18,9 @@ INTRO = """\
 # Command line
 
 `segkit` is a thin layer over the Python API: every command calls one function of it.
-Errors a user can fix (a missing file, an unknown model, bad input) print one line and exit
-with status 2; `segkit --debug COMMAND ...` shows the full traceback instead.
+Errors a user can fix (a missing file, an unknown model, bad input, a missing or mistyped
+option) print one line and exit with status 2; `segkit --debug COMMAND ...` shows the full
+traceback instead.
 
 This page is generated from the commands' own help by `docs/scripts/cli_reference.py`.
 """

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import importlib
 
-from segkit.backend import choose_backend
+from segkit.backend import choose_backend, quiet_tensorflow_logs
 
 __version__ = "0.1.0"
 
 choose_backend()
+quiet_tensorflow_logs()
 
 _SUBMODULES = ("models", "data", "losses", "metrics", "masks", "evaluation", "weights")
 _FUNCTIONS = {

@@ -3,16 +3,21 @@
 A `Registry` holds callables by name. They register in-process with a decorator, or from an
 installed package through an entry-point group, loaded the first time the registry is asked
 anything. A broken plugin only warns: one package's failure must not take segkit down.
+
+segkit's own entries are *built-ins*: known by name, module and one-line description before
+their module is imported, and imported (registering themselves) when first looked up. Listing
+and describing them so imports no deep-learning backend: ``segkit models`` answers at once.
 """
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
+import importlib
 import importlib.metadata
 import inspect
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 
 class Registry:
@@ -24,6 +29,9 @@ class Registry:
         group: the entry-point group plugins register in.
         check: called as ``check(name, entry)`` before an entry is added; raises ValueError to
             refuse it.
+        builtins: segkit's own entries as ``{name: (module, description)}``: the module
+            registers the entry under that name when imported, which `lookup` does on first
+            use; `names` and `describe` answer without importing it.
     """
 
     def __init__(
@@ -32,11 +40,13 @@ class Registry:
         kinds: str,
         group: str,
         check: Callable[[str, Callable], None] | None = None,
+        builtins: Mapping[str, tuple[str, str]] | None = None,
     ):
         self.kind = kind
         self.kinds = kinds
         self.group = group
         self.check = check
+        self.builtins = dict(builtins or {})
         self.entries: dict[str, Callable] = {}
         self.plugins_loaded = False
 
@@ -54,6 +64,12 @@ class Registry:
         return decorator
 
     def add(self, name: str, entry: Callable) -> None:
+        builtin = self.builtins.get(name)
+        if builtin is not None and entry.__module__ != builtin[0]:  # taken, imported or not
+            raise ValueError(
+                f"{self.kind} name {name!r} is already registered by {builtin[0]}; "
+                "choose another name"
+            )
         existing = self.entries.get(name)
         if existing is not None and existing is not entry:
             raise ValueError(
@@ -67,7 +83,8 @@ class Registry:
     def names(self, pattern: str = "*") -> list[str]:
         """Sorted names matching a shell-style wildcard ``pattern``."""
         self.load_plugins()
-        return sorted(n for n in self.entries if fnmatch.fnmatchcase(n, pattern))
+        every = {*self.builtins, *self.entries}
+        return sorted(n for n in every if fnmatch.fnmatchcase(n, pattern))
 
     def lookup(self, name: str) -> Callable:
         """The entry registered as ``name``.
@@ -76,15 +93,29 @@ class Registry:
             KeyError: for an unknown name, listing the closest and all registered names.
         """
         self.load_plugins()
+        if name in self.builtins and name not in self.entries:
+            importlib.import_module(self.builtins[name][0])  # registers it
         try:
             return self.entries[name]
         except KeyError:
-            close = difflib.get_close_matches(name, self.entries, n=3, cutoff=0.5)
+            close = difflib.get_close_matches(name, self.names(), n=3, cutoff=0.5)
             hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
             raise KeyError(
                 f"unknown {self.kind} {name!r}.{hint} Registered {self.kinds}: "
                 f"{', '.join(self.names())}"
             ) from None
+
+    def describe(self, name: str) -> str:
+        """One line about the entry: a built-in's description (without importing it), else
+        the first line of the entry's docstring.
+
+        Raises:
+            KeyError: for an unknown name, as `lookup`.
+        """
+        if name in self.builtins:
+            return self.builtins[name][1]
+        doc = inspect.getdoc(self.lookup(name)) or ""
+        return doc.splitlines()[0] if doc else ""
 
     def load_plugins(self) -> None:
         """Load every entry point of the group once; a broken plugin warns and is skipped.

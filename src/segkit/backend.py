@@ -40,6 +40,13 @@ def choose_backend() -> str | None:
     return chosen
 
 
+def quiet_tensorflow_logs() -> None:
+    """Keep TensorFlow's C++ start-up chatter (CPU instructions, absl notices) off standard
+    error, where it buries a command's output, unless the user set ``TF_CPP_MIN_LOG_LEVEL``.
+    It takes effect only before TensorFlow is imported; errors still show."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
 def require_backend() -> None:
     """Fail clearly, before Keras does, when no backend is installed."""
     if choose_backend() is None:

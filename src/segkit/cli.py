@@ -1,14 +1,13 @@
 """The ``segkit`` command line: a thin click layer over the Python API.
 
-Errors a user can fix (a missing file, an unknown model, bad input) print one line and exit
-with status 2; ``--debug`` shows the traceback instead.
+Errors a user can fix (a missing file, an unknown model, bad input, a missing or mistyped
+option) print one line and exit with status 2; ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import ast
 import json
-import os
 import sys
 import warnings
 from dataclasses import MISSING, fields
@@ -21,11 +20,19 @@ USER_ERRORS = (ValueError, KeyError, OSError, ImportError)
 
 
 class _Group(click.Group):
-    """Turns user errors into one clear line and exit status 2."""
+    """Turns user errors into one clear line and exit status 2: a command's own (a missing
+    file, bad input) and click's (a missing or mistyped option), which click would otherwise
+    show under the command's usage block."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:
+            if ctx.find_root().params.get("debug"):
+                raise
+            where = exc.ctx.command_path if exc.ctx else ctx.command_path
+            click.echo(f"segkit: error: {exc.format_message()} (see {where} --help)", err=True)
+            sys.exit(2)
         except KeyboardInterrupt:
             click.echo("segkit: interrupted", err=True)
             sys.exit(130)  # the shell's code for a job stopped by Ctrl-C
@@ -445,7 +452,12 @@ def predict(model, weights, inputs, out, quiet, axis, **options):
     from segkit.inference import predict as run_prediction
 
     written = run_prediction(model, inputs, out, weights=weights, progress=not quiet, **options)
-    click.echo(f"{len(written)} masks written to {out}")
+    click.echo(f"{_count(len(written), 'mask')} written to {out}")
+
+
+def _count(number: int, thing: str) -> str:
+    """``"1 mask"``, ``"6 masks"``."""
+    return f"{number} {thing}{'' if number == 1 else 's'}"
 
 
 def _predict_volumes(model, weights, inputs, out, quiet, axis, options) -> None:
@@ -475,7 +487,7 @@ def _predict_volumes(model, weights, inputs, out, quiet, axis, options) -> None:
         precision=options["precision"],
         progress=not quiet,
     )
-    click.echo(f"{len(written)} volume masks written to {out}")
+    click.echo(f"{_count(len(written), 'volume mask')} written to {out}")
 
 
 @cli.command()
@@ -495,7 +507,8 @@ def _predict_volumes(model, weights, inputs, out, quiet, axis, options) -> None:
 @click.option("--raw", is_flag=True, help="Also write <name>_saliency.npy, the map itself.")
 @inference_options("threshold")
 @click.option("--batch-size", default=8, show_default=True, type=int)
-def explain(model, weights, inputs, out, region, label, **options):
+@click.option("--quiet", is_flag=True, help="No progress output.")
+def explain(model, weights, inputs, out, region, label, quiet, **options):
     """Saliency maps of what drives the prediction; writes <name>_saliency.png per image.
 
     A map explains one pass of the network (no TTA, no post-processing) and outlines the
@@ -506,9 +519,11 @@ def explain(model, weights, inputs, out, region, label, **options):
     from segkit.explain import explain as run_explain
 
     target = region if region is not None else label
-    written = run_explain(model, inputs, out, weights=weights, target=target, **options)
+    written = run_explain(
+        model, inputs, out, weights=weights, target=target, progress=not quiet, **options
+    )
     pictures = [path for path in written if path.suffix == ".png"]
-    click.echo(f"{len(pictures)} saliency maps written to {out}")
+    click.echo(f"{_count(len(pictures), 'saliency map')} written to {out}")
 
 
 @cli.command()
@@ -527,7 +542,8 @@ def explain(model, weights, inputs, out, region, label, **options):
     help="Slices to calibrate --quantize on: a data folder or a folder of images [default: a "
     "run's training split; the bundled sample for shipped weights].",
 )
-def export(model, weights, fmt, out, random_weights, quantize, calibration):
+@click.option("--quiet", is_flag=True, help="No progress output (--quantize).")
+def export(model, weights, fmt, out, random_weights, quantize, calibration, quiet):
     """Export a model to ONNX or a TensorFlow SavedModel."""
     _check_paths(("--model", model))
     from segkit.exporting import export as run_export
@@ -541,6 +557,7 @@ def export(model, weights, fmt, out, random_weights, quantize, calibration):
         random_weights=random_weights,
         quantize=quantize,
         calibration=calibration,
+        progress=not quiet,
     )
     click.echo(f"exported to {exported}")
     if quantize:
@@ -563,11 +580,12 @@ def export(model, weights, fmt, out, random_weights, quantize, calibration):
     default=True,
     help="Ignore the weights' stored inference defaults (TTA, post-processing, threshold).",
 )
-def demo(out, model, defaults):
+@click.option("--quiet", is_flag=True, help="No progress output.")
+def demo(out, model, defaults, quiet):
     """Segment the bundled MRI sample slices and report Dice."""
     from segkit.demo import run_demo
 
-    report = run_demo(out, model, defaults=defaults)
+    report = run_demo(out, model, defaults=defaults, progress=not quiet)
     click.echo(f"model: {report['model']}")
     click.echo(report["table"])
     if "note" in report:
@@ -666,8 +684,6 @@ def plan(data_dir, memory, out, dims, target_spacing, patch, batch, modalities, 
 
 def main() -> None:
     """Entry point of the ``segkit`` console script."""
-    # TensorFlow's C++ start-up chatter buries the output of a short command.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # Warnings for people, not tracebacks: "segkit: warning: ...".
     warnings.formatwarning = lambda message, *args, **kwargs: f"segkit: warning: {message}\n"
     cli(prog_name="segkit")

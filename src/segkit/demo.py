@@ -30,11 +30,15 @@ def demo_model() -> str:
 
 
 def run_demo(
-    out: str | Path = "segkit-demo", model: str | None = None, *, defaults: bool = True
+    out: str | Path = "segkit-demo",
+    model: str | None = None,
+    *,
+    defaults: bool = True,
+    progress: bool = False,
 ) -> dict:
     """Segment the bundled sample with a model's shipped weights.
 
-    Writes ``<out>/<n>_overlay.png`` (predicted outline red, true outline green),
+    Writes ``<out>/<n>_overlay.png`` (predicted outline orange, true outline sky blue),
     ``<out>/<n>_mask.png`` and ``<out>/report.json``.
 
     Args:
@@ -45,6 +49,7 @@ def run_demo(
             runs.
         defaults: False ignores the weights' stored inference defaults (test-time augmentation,
             post-processing, threshold; see `segkit.load_model`).
+        progress: show predict's and evaluate's progress on standard error.
 
     Returns:
         The evaluation report.
@@ -64,8 +69,15 @@ def run_demo(
         )
         segmenter = load_model(model, random_weights=True)
     sample = sample_dir()
-    predict(segmenter, [sample / "images"], out, overlays=True, true_masks=sample / "masks")
-    report = evaluate(segmenter, sample, out / "report.json")
+    predict(
+        segmenter,
+        [sample / "images"],
+        out,
+        overlays=True,
+        true_masks=sample / "masks",
+        progress=progress,
+    )
+    report = evaluate(segmenter, sample, out / "report.json", progress=progress)
     report["table"] = format_table(report)
     if tags:
         # Said out loud so that nobody quotes the demo's Dice as a held-out score.

@@ -58,7 +58,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
-from scipy import ndimage
 
 from segkit.masks import as_binary
 
@@ -104,6 +103,8 @@ def _check_spacing(spacing, ndim: int) -> tuple[float, ...]:
 
 def surface(mask: np.ndarray) -> np.ndarray:
     """Foreground pixels with a background 4-neighbour (6 in 3-D); outside counts as background."""
+    from scipy import ndimage  # here, not at the top: the command line starts without SciPy
+
     return mask & ~ndimage.binary_erosion(mask)
 
 
@@ -122,6 +123,8 @@ def surface_distances(pred, true, spacing=None) -> tuple[np.ndarray, np.ndarray]
     Raises:
         ValueError: masks not binary, of different shapes, or bad ``spacing``.
     """
+    from scipy import ndimage  # here, not at the top: the command line starts without SciPy
+
     pred, true = _check_pair(pred, true)
     spacing = _check_spacing(spacing, pred.ndim)
     if not pred.any() or not true.any():

@@ -35,9 +35,11 @@ import numpy as np
 
 from segkit import data
 from segkit._io import atomic_path, check_writable
+from segkit.data.classes import default_names
 from segkit.data.samples import image_files
 from segkit.inference import Segmenter, load_model
 from segkit.masks import to_mask
+from segkit.progress import Progress, note
 from segkit.resize import resize_image, resize_mask, resize_probabilities
 from segkit.visualize import PREDICTED_COLOUR
 
@@ -119,6 +121,7 @@ def explain(
     noise: float = 0.15,
     patch: int | None = None,
     stride: int | None = None,
+    progress: bool = False,
 ) -> list[Path]:
     """Write a saliency picture per image: ``<name>_saliency.png``.
 
@@ -147,6 +150,8 @@ def explain(
         noise: see `saliency`.
         patch: see `saliency`.
         stride: see `saliency`.
+        progress: show the network passes done, their rate and the time left on standard
+            error (smoothgrad and occlusion run dozens of passes per image).
 
     Returns:
         The files written: per image the picture, then (with ``raw``) the map.
@@ -162,14 +167,19 @@ def explain(
     files = image_files(inputs)
     out = check_writable(out)
     written = []
+    note(f"explain: {segmenter.name}: {_one_pass(segmenter)}", enabled=progress)
+    shown = Progress(len(files) * explainer.passes(), "passes", "explain", enabled=progress)
+    explainer.tick = shown.update
     for path in files:
         image = data.read_image(path, segmenter.prep.channels)
         explained = explainer.explain(image, target)
         saliency_map = _to_image_size(explained.saliency, image)
         probabilities = resize_probabilities(explained.probabilities, image.shape[:2])
         mask = to_mask(probabilities, segmenter.threshold)
+        classes = probabilities.shape[-1]
+        region, what = _explained_region(segmenter, mask, classes, target)
         picture = out / f"{path.stem}_saliency.png"
-        _draw(image, saliency_map, mask, picture, f"{path.stem}: {method}")
+        _draw(image, saliency_map, region, picture, f"{path.stem}: {method}, {what}")
         written.append(picture)
         if raw:
             array_path = out / f"{path.stem}_saliency.npy"
@@ -177,6 +187,25 @@ def explain(
                 np.save(tmp, saliency_map)
             written.append(array_path)
     return written
+
+
+def _one_pass(segmenter: Segmenter) -> str:
+    """Which settings a map uses: only the threshold (a map explains one pass of the network)."""
+    stored = segmenter.settings.threshold == segmenter.stored.threshold != 0.5
+    text = f"threshold {segmenter.threshold:g}{' (stored with the model)' if stored else ''}"
+    dropped = [
+        f"{label} {value}"
+        for label, value in (
+            ("TTA", segmenter.stored.tta),
+            ("post-processing", segmenter.stored.postprocess),
+        )
+        if str(value) != "none"
+    ]
+    if dropped:
+        text += (
+            f"; a map explains one pass of the network, without the stored {' and '.join(dropped)}"
+        )
+    return text
 
 
 def default_layer(network) -> str:
@@ -209,10 +238,11 @@ class _Explainer:
         if method in _GRADIENT_METHODS and segmenter.network is None:
             raise ValueError(
                 f"method {method!r} needs the model's gradients, which {segmenter.name} (an "
-                "ONNX model) does not give: use method='occlusion'"
+                "ONNX model) does not give: use --method occlusion (method='occlusion' in "
+                "Python)"
             )
         if layer is not None and method != "gradcam":
-            raise ValueError(f"layer applies to method 'gradcam' only, not {method!r}")
+            raise ValueError(f"--layer applies to --method gradcam only, not {method}")
         if batch_size < 1 or samples < 1:
             raise ValueError(f"batch_size and samples must be at least 1: {batch_size}, {samples}")
         self.segmenter, self.method = segmenter, method
@@ -224,6 +254,18 @@ class _Explainer:
             raise ValueError(f"patch and stride must be at least 1: {self.patch}, {self.stride}")
         if method == "gradcam":
             self._set_up_gradcam(layer or default_layer(segmenter.network))
+        self.tick = lambda: None  # called after each pass of the network, for progress
+
+    def passes(self) -> int:
+        """Passes of the network (forward, or forward and backward) per image explained."""
+        if self.method == "smoothgrad":
+            return 1 + -(-self.samples // self.batch_size)
+        if self.method == "occlusion":
+            height, width = self.segmenter.prep.size
+            windows = len(_starts(height, self.patch, self.stride))
+            windows *= len(_starts(width, self.patch, self.stride))
+            return 2 + -(-windows // self.batch_size)
+        return 2
 
     def _set_up_gradcam(self, name: str) -> None:
         import keras
@@ -250,6 +292,7 @@ class _Explainer:
         prep = self.segmenter.prep
         x = data.normalize(resize_image(image, prep.size), prep)
         probabilities = np.asarray(self.segmenter.run(x[None]), dtype=np.float32)[0]
+        self.tick()
         weights = _score_weights(probabilities, target, image.shape[:2], self.segmenter.threshold)
         method = getattr(self, f"_{self.method}")
         return _Explanation(method(x, weights).astype(np.float32), probabilities)
@@ -265,6 +308,7 @@ class _Explainer:
         score = self._score(weights)
         network = self.segmenter.network
         gradient = _gradient(lambda batch: score(network(batch, training=False)), x[None])
+        self.tick()
         return np.abs(gradient[0]).max(axis=-1)
 
     def _smoothgrad(self, x, weights):
@@ -280,6 +324,7 @@ class _Explainer:
             # the summed score is each copy's own gradient.
             gradient = _gradient(lambda batch: score(network(batch, training=False)), noisy)
             total += np.abs(gradient).max(axis=-1).sum(axis=0)
+            self.tick()
         return total / self.samples
 
     def _gradcam(self, x, weights):
@@ -293,6 +338,7 @@ class _Explainer:
             features, gradient = features.transpose(0, 2, 3, 1), gradient.transpose(0, 2, 3, 1)
         channel_weights = gradient[0].mean(axis=(0, 1))
         cam = np.maximum((features[0] * channel_weights).sum(axis=-1), 0).astype(np.float32)
+        self.tick()
         return resize_probabilities(cam[..., None], x.shape[:2])[..., 0]
 
     def _occlusion(self, x, weights):
@@ -304,6 +350,7 @@ class _Explainer:
             for left in _starts(width, self.patch, self.stride)
         ]
         base = float((np.asarray(self.segmenter.run(x[None]), np.float32) * weights).sum())
+        self.tick()
         drop = np.zeros((height, width), np.float32)
         covered = np.zeros((height, width), np.float32)
         for start in range(0, len(windows), self.batch_size):
@@ -313,6 +360,7 @@ class _Explainer:
                 batch[row, top : top + self.patch, left : left + self.patch] = baseline
             outputs = np.asarray(self.segmenter.run(batch), np.float32)
             scores = (outputs * weights).sum(axis=(1, 2, 3))
+            self.tick()
             for (top, left), value in zip(chunk, scores):
                 drop[top : top + self.patch, left : left + self.patch] += base - value
                 covered[top : top + self.patch, left : left + self.patch] += 1
@@ -425,8 +473,23 @@ def _to_image_size(saliency_map: np.ndarray, image: np.ndarray) -> np.ndarray:
     return resized.astype(np.float32)
 
 
+def _explained_region(segmenter: Segmenter, mask: np.ndarray, classes: int, target):
+    """The region a picture outlines, and the words its title gives it: the class explained
+    (named, for a multi-class model), the region given, or the predicted region."""
+    if isinstance(target, (int, np.integer)) and not isinstance(target, bool):
+        if classes == 1:
+            return mask > 0, "class 1, its predicted outline"
+        names = segmenter.class_names or default_names(classes)
+        name = f" ({names[target]})" if int(target) < len(names) else ""
+        return mask == int(target), f"class {int(target)}{name}, its predicted outline"
+    if target is not None:
+        return np.asarray(target) != 0, "the region given, outlined"
+    return mask > 0, "the predicted region, outlined"
+
+
 def _draw(image, saliency_map, mask, path: Path, title: str) -> None:
-    """The image in grey, the map as a heat map with its colour bar, the predicted outline."""
+    """The image in grey, the map as a heat map with its colour bar, the outline of ``mask``
+    (the region explained) in `PREDICTED_COLOUR`."""
     # A bare Figure draws without pyplot, leaving the user's plotting backend alone.
     from matplotlib.figure import Figure
 
@@ -440,7 +503,7 @@ def _draw(image, saliency_map, mask, path: Path, title: str) -> None:
     if mask.any():
         colour = tuple(c / 255 for c in PREDICTED_COLOUR)
         axis.contour(mask, levels=[0.5], colors=[colour], linewidths=1.2)
-    axis.set_title(f"{title} (predicted outline in red)", fontsize=9)
+    axis.set_title(f"{title} in orange", fontsize=9)
     axis.set_axis_off()
     figure.colorbar(heat, ax=axis, shrink=0.85, label="saliency")
     with atomic_path(path) as tmp:

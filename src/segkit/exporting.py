@@ -1,10 +1,11 @@
 """Exporting a model for serving without Keras: ONNX or a TensorFlow SavedModel.
 
-ONNX files carry the preprocessing they expect and the model's inference defaults (threshold,
-test-time augmentation, post-processing: `segkit.inference.InferenceSettings`) in their
-metadata, so ``segkit predict`` runs them on onnxruntime alone (``pip install 'segkit[onnx]'``)
-and makes the masks the Keras model makes. Exported models take channels-last
-``(B, H, W, C)`` float32 input, like the Keras models.
+ONNX files carry the preprocessing they expect, the model's inference defaults (threshold,
+test-time augmentation, post-processing: `segkit.inference.InferenceSettings`) and the
+intensity range of its training images, where it records one, in their metadata, so
+``segkit predict`` runs them on onnxruntime alone (``pip install 'segkit[onnx]'``), makes the
+masks the Keras model makes and points out the same inputs unlike its training images.
+Exported models take channels-last ``(B, H, W, C)`` float32 input, like the Keras models.
 
 Export runs on the TensorFlow and PyTorch backends. On JAX, Keras' ONNX path produced a graph
 that onnxruntime rejects (MaxPool "Unsupported pooling size", Keras 3.15), so segkit refuses it:
@@ -35,6 +36,7 @@ from segkit._io import atomic_path, write_json
 from segkit.data.samples import image_files
 from segkit.inference import (
     ONNX_INFERENCE_KEY,
+    ONNX_INTENSITY_KEY,
     ONNX_METADATA_KEY,
     ONNX_QUANTIZATION_KEY,
     ONNX_REGIONS_KEY,
@@ -42,6 +44,7 @@ from segkit.inference import (
     load_model,
 )
 from segkit.models import split_name
+from segkit.progress import Progress
 from segkit.runs import RunFolder
 
 FORMATS = ("onnx", "tf_saved_model")
@@ -68,6 +71,7 @@ def export(
     quantize: str | None = None,
     calibration: str | Path | None = None,
     random_weights: bool = False,
+    progress: bool = False,
 ) -> Path:
     """Export a model spec (run folder, ``.keras`` file, or registry name) to ``out``.
 
@@ -84,6 +88,8 @@ def export(
             (the Dice change measured on its test split), or the bundled sample slices for
             shipped weights.
         random_weights: allow a bare registry name, which means untrained weights.
+        progress: with ``quantize``, show the calibration and measurement slices done, the
+            rate and the time left on standard error.
 
     Returns:
         ``out``.
@@ -128,7 +134,7 @@ def export(
     network(np.zeros((1, height or prep.size[0], width or prep.size[1], channels), np.float32))
     out.parent.mkdir(parents=True, exist_ok=True)
     if format == "onnx" and slices is not None:
-        return _export_int8(segmenter, out, slices)
+        return _export_int8(segmenter, out, slices, progress)
     if format == "onnx":
         import onnx
 
@@ -152,11 +158,14 @@ def export(
 
 
 def _metadata(segmenter: Segmenter) -> dict[str, str]:
-    """What an exported file carries: the preprocessing and the inference defaults."""
+    """What an exported file carries: the preprocessing, the inference defaults and the
+    training images' intensity range."""
     entries = {
         ONNX_METADATA_KEY: json.dumps(asdict(segmenter.prep)),
         ONNX_INFERENCE_KEY: json.dumps(segmenter.settings.to_dict()),
     }
+    if segmenter.intensity is not None:
+        entries[ONNX_INTENSITY_KEY] = json.dumps(segmenter.intensity.to_dict())
     if segmenter.regions:
         regions = segmenter.regions
         entries[ONNX_REGIONS_KEY] = json.dumps(
@@ -261,7 +270,7 @@ def _from_samples(calibrate, measure, prep, calibration_source, measure_source) 
     return _Slices(images, calibration_source, measured, truth, measure_source)
 
 
-def _export_int8(segmenter: Segmenter, out: Path, slices: _Slices) -> Path:
+def _export_int8(segmenter: Segmenter, out: Path, slices: _Slices, progress: bool) -> Path:
     """Export float32 ONNX to a scratch folder, quantize it, measure it, then write ``out``."""
     import onnx
     from onnxruntime.quantization import (
@@ -273,11 +282,18 @@ def _export_int8(segmenter: Segmenter, out: Path, slices: _Slices) -> Path:
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    calibrated = Progress(len(slices.calibration), "slices", "calibrate", enabled=progress)
+
     class Reader(CalibrationDataReader):
         def __init__(self, name: str):
             self.feeds = iter([{name: image[None]} for image in slices.calibration])
+            self.started = False
 
         def get_next(self):
+            # onnxruntime asks for the next slice once it ran the last one
+            if self.started and calibrated.done < calibrated.total:
+                calibrated.update()
+            self.started = True
             return next(self.feeds, None)
 
     with tempfile.TemporaryDirectory(prefix="segkit-int8-") as scratch:
@@ -302,7 +318,7 @@ def _export_int8(segmenter: Segmenter, out: Path, slices: _Slices) -> Path:
             # unmeasured, so ranges came from the last (count mod chunk) slices alone.
             calibrate_method=CalibrationMethod.MinMax,
         )
-        quality = _measure(float_path, quantized, segmenter.threshold, slices)
+        quality = _measure(float_path, quantized, segmenter.threshold, slices, progress)
         exported = onnx.load(str(quantized))
         _set_metadata(
             exported, {**_metadata(segmenter), ONNX_QUANTIZATION_KEY: json.dumps(quality)}
@@ -319,7 +335,9 @@ def quality_path(onnx_path: str | Path) -> Path:
     return onnx_path.with_name(onnx_path.name + ".json")
 
 
-def _measure(float_path: Path, int8_path: Path, threshold: float, slices: _Slices) -> dict:
+def _measure(
+    float_path: Path, int8_path: Path, threshold: float, slices: _Slices, progress: bool
+) -> dict:
     """Masks of the float32 and int8 models on the measurement slices, compared.
 
     Returns:
@@ -328,11 +346,14 @@ def _measure(float_path: Path, int8_path: Path, threshold: float, slices: _Slice
         masks), and how closely the int8 masks match the float32 ones.
     """
     masks = {}
+    measured = Progress(2 * len(slices.measure), "slices", "measure", enabled=progress)
     for name, path in (("float32", float_path), ("int8", int8_path)):
         run = load_model(path).run
-        probabilities = np.concatenate(
-            [run(slices.measure[i : i + 8]) for i in range(0, len(slices.measure), 8)]
-        )
+        batches = []
+        for start in range(0, len(slices.measure), 8):
+            batches.append(run(slices.measure[start : start + 8]))
+            measured.update(len(batches[-1]))
+        probabilities = np.concatenate(batches)
         masks[name] = probabilities[..., 0] > threshold
 
     def dice(pred, true) -> np.ndarray:

@@ -46,16 +46,19 @@ from segkit.data.samples import find_image_file, image_files
 from segkit.masks import to_mask
 from segkit.postprocess import PostProcessing
 from segkit.postprocess import apply as postprocess_mask
-from segkit.progress import Progress
+from segkit.progress import Progress, note
 from segkit.resize import resize_image, resize_nearest, resize_probabilities
 from segkit.runs import RunFolder, load_keras
-from segkit.visualize import label_overlay, overlay, write_png
+from segkit.visualize import label_overlay, overlay, write_label_png, write_png
 
 ONNX_METADATA_KEY = "segkit.preprocessing"
 #: ONNX metadata of an int8 file: how `segkit.export` quantized it and the Dice it measured.
 ONNX_QUANTIZATION_KEY = "segkit.quantization"
 #: ONNX metadata of the inference defaults (an `InferenceSettings` as JSON) a file carries.
 ONNX_INFERENCE_KEY = "segkit.inference"
+#: ONNX metadata of the training images' intensity range (`IntensityRange.to_dict`), so that
+#: `Segmenter.unusual` makes the same check whatever runs the network.
+ONNX_INTENSITY_KEY = "segkit.intensity"
 #: ONNX metadata of a region model: its regions' names and labels, so masks are painted, not
 #: taken as the most probable channel.
 ONNX_REGIONS_KEY = "segkit.regions"
@@ -78,6 +81,7 @@ TTA_CHUNK = 8
 
 __all__ = [
     "ONNX_INFERENCE_KEY",
+    "ONNX_INTENSITY_KEY",
     "ONNX_METADATA_KEY",
     "ONNX_REGIONS_KEY",
     "InferenceSettings",
@@ -194,6 +198,8 @@ class Segmenter:
             of the label maps its regions are made of.
         regions: the regions of a region model (`segkit.data.classes.Regions`), one output
             channel each, where the model records them (run folders); None otherwise.
+        stored: the inference defaults stored with the model (shipped weights, a tuned run
+            folder, an ONNX file exported from either), whether or not they apply.
     """
 
     run: object
@@ -205,6 +211,7 @@ class Segmenter:
     intensity: IntensityRange | None = None
     class_names: tuple[str, ...] | None = None
     regions: Regions | None = None
+    stored: InferenceSettings = InferenceSettings()
 
     @property
     def threshold(self) -> float:
@@ -223,6 +230,27 @@ class Segmenter:
         if self.intensity is None:
             return None
         return self.intensity.outside(resize_image(image, self.prep.size))
+
+    def cost(self, per: str = "image") -> str:
+        """The settings that apply, which of them are stored with the model, and what they
+        cost: ``"resunet.figshare: threshold 0.3, TTA dihedral, post-processing largest
+        (stored with the model: threshold, TTA, post-processing); 8 network passes per image;
+        --tta none is about 8x faster"``."""
+        plain, labels = InferenceSettings(), {"tta": "TTA", "postprocess": "post-processing"}
+        stored = [
+            labels.get(spec.name, spec.name)
+            for spec in fields(InferenceSettings)
+            if getattr(self.settings, spec.name) == getattr(self.stored, spec.name)
+            and getattr(self.stored, spec.name) != getattr(plain, spec.name)
+        ]
+        text = f"{self.name}: {self.settings}"
+        if stored:
+            text += f" (stored with the model: {', '.join(stored)})"
+        passes = len(TTA_TRANSFORMS[self.settings.tta])
+        text += f"; {passes} network pass{'es' if passes > 1 else ''} per {per}"
+        if passes > 1:
+            text += f"; --tta none is about {passes}x faster"
+        return text
 
     def predict(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Probabilities ``(B, H, W, K)`` at the model's size for ``uint8 (H, W, C)`` images of
@@ -252,7 +280,7 @@ class Segmenter:
         if height != width and any(turns % 2 for turns, _ in transforms):
             raise ValueError(
                 f"tta 'dihedral' turns images by quarter turns, which needs a square input; "
-                f"{self.name} takes {height}x{width}: use tta 'flips'"
+                f"{self.name} takes {height}x{width}: use --tta flips (tta='flips' in Python)"
             )
         copies = np.concatenate([_transformed(batch, *t) for t in transforms])
         chunk = max(len(batch), TTA_CHUNK)
@@ -360,6 +388,7 @@ def load_model(
     changes = {"threshold": threshold, "tta": tta, "postprocess": postprocess}
     InferenceSettings().replace(**changes)  # a bad setting fails before a model loads
     segmenter = _load(spec, weights, random_weights, precision)
+    segmenter.stored = segmenter.settings
     segmenter.settings = (segmenter.settings if defaults else InferenceSettings()).replace(
         **changes
     )
@@ -573,6 +602,8 @@ def _load_onnx(path: Path) -> Segmenter:
     if ONNX_INFERENCE_KEY in metadata:
         settings = InferenceSettings.from_dict(json.loads(metadata[ONNX_INFERENCE_KEY]))
     segmenter = Segmenter(run, prep, str(path), settings=settings, precision=precision)
+    if ONNX_INTENSITY_KEY in metadata:
+        segmenter.intensity = IntensityRange.from_dict(json.loads(metadata[ONNX_INTENSITY_KEY]))
     if ONNX_REGIONS_KEY in metadata:
         record = json.loads(metadata[ONNX_REGIONS_KEY])
         segmenter.regions = Regions(
@@ -644,7 +675,9 @@ def predict(
         model: a model spec (see the module docstring) or a loaded `Segmenter`.
         inputs: image files and folders of images.
         out: output folder; gets ``<name>_mask.png`` per input image: 0/255 from a binary
-            model, the class index ``0..K-1`` (a label map) from a multi-class one.
+            model; from a multi-class one a label map, a palette PNG whose pixel values are
+            the class indices ``0..K-1`` and whose palette shows them in their overlay colours
+            (`segkit.visualize.write_label_png`).
         weights: weights tag when ``model`` is a registry name.
         threshold: probability above which a pixel is foreground; None takes the model's
             (see `InferenceSettings`).
@@ -657,9 +690,9 @@ def predict(
         probabilities: also write ``<name>_prob.png``, the probability scaled to 0-255
             (multi-class: ``<name>_prob_<class>.png`` per foreground class).
         overlays: also write ``<name>_overlay.png``: the image with the predicted outline in
-            red (and the true one in green when ``true_masks`` is given), with a legend;
-            multi-class: each class filled in its colour, true classes outlined in white, and
-            a legend naming the classes.
+            orange (and the true one in sky blue, with the image's Dice, when ``true_masks``
+            is given), with a legend; multi-class: each class filled in its colour, true
+            classes outlined in white, and a legend naming the classes.
         true_masks: folder of true masks named ``<name>_mask.png`` (or another image suffix),
             for the overlays; images without one get only the predicted outline.
         random_weights: allow a bare registry name, which means untrained weights (for
@@ -683,6 +716,7 @@ def predict(
     )
     out = check_writable(out)
     written = []
+    note(f"predict: {segmenter.cost()}", enabled=progress)
     shown = Progress(len(files), "images", "predict", enabled=progress)
     flagged = []
     for path, image, probs in segmenter.probabilities(files, batch_size):
@@ -690,9 +724,11 @@ def predict(
         if why := segmenter.unusual(image):
             flagged.append((path.name, why))
         mask = segmenter.to_mask(probs)
-        scale = 255 if probs.shape[-1] == 1 and not segmenter.regions else 1
         mask_path = out / f"{path.stem}_mask.png"
-        write_png(mask_path, (mask * scale).astype(np.uint8))
+        if probs.shape[-1] == 1 and not segmenter.regions:
+            write_png(mask_path, (mask * 255).astype(np.uint8))
+        else:
+            write_label_png(mask_path, mask)
         written.append(mask_path)
         names = _class_names(segmenter, probs.shape[-1])
         if probabilities and names is None:

@@ -295,6 +295,16 @@ def from_pixel_values(pixels) -> np.ndarray:
     return (pixels != 0).astype(np.uint8)
 
 
+def label_map_hint(pixels) -> str:
+    """What to add to `from_pixel_values`' error for a mask that may be a label map: the
+    options that read it as one, in the command line's words and Python's."""
+    top = int(np.asarray(pixels).max())
+    return (
+        f"; if it is a label map of classes 0..{top}, read it with --num-classes {top + 1} "
+        "(num_classes in Python) or a classes.json beside the data"
+    )
+
+
 def from_label_values(pixels, num_classes: int, ignore_index: int | None = None) -> np.ndarray:
     """A label map's pixel values, each a class index in ``[0, num_classes)``, as ``uint8``.
 

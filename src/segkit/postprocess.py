@@ -34,7 +34,6 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
-from scipy import ndimage
 
 from segkit.masks import check_region_channels, paint_order
 
@@ -138,6 +137,8 @@ class PostProcessing:
 def label_regions(mask: np.ndarray) -> tuple[np.ndarray, int]:
     """The 8-connected regions of a binary ``(H, W)`` mask: ``(labels, count)``, as
     ``scipy.ndimage.label`` numbers them (1..count, background 0)."""
+    from scipy import ndimage  # here, not at the top: the command line starts without SciPy
+
     return ndimage.label(np.asarray(mask, dtype=bool), structure=EIGHT_CONNECTED)
 
 
@@ -162,6 +163,8 @@ def drop_small_regions(mask: np.ndarray, min_size: int) -> np.ndarray:
 
 def fill_holes(mask: np.ndarray) -> np.ndarray:
     """A binary ``(H, W)`` mask with its holes filled, as bool (see the module docstring)."""
+    from scipy import ndimage  # here, not at the top: the command line starts without SciPy
+
     return ndimage.binary_fill_holes(np.asarray(mask, dtype=bool))
 
 

@@ -60,7 +60,7 @@ from segkit.data.classes import Regions, parse_regions
 from segkit.data.samples import find_image_file
 from segkit.inference import Segmenter, load_model, warn_unusual
 from segkit.masks import regions_from_labels
-from segkit.progress import Progress
+from segkit.progress import Progress, note
 from segkit.resize import resize_labels, resize_mask, resize_nearest, resize_probabilities
 from segkit.volumes import format_volumes, volume_pairs, volume_summary
 
@@ -140,6 +140,7 @@ def evaluate(
         if not isinstance(model, Segmenter):
             model = load_model(model, weights, random_weights=random_weights, precision=precision)
         threshold = model.threshold if threshold is None else threshold
+        note(f"evaluate: {model.with_settings(threshold=threshold).cost()}", enabled=progress)
         found = _model_classes(model, data_dir, num_classes, classes)
         regions = _check_regions(model.regions if regions is None else regions, found, ignore_index)
         pairs = _model_pairs(
@@ -427,9 +428,9 @@ def format_table(report: dict) -> str:
     def cell(value, digits=3):
         return "-" if value is None else f"{value:.{digits}f}"
 
-    lines = [
-        f"{'':<{width}} {'images':>6} {'dice':>6} {'pooled':>6} {'iou':>6} {'hd95':>7} {'n/a':>4}",
-    ]
+    # HD95 in pixels: on volume data too, beside the 3-D table's millimetres.
+    header = f"{'images':>6} {'dice':>6} {'pooled':>6} {'iou':>6} {'hd95 px':>7} {'n/a':>4}"
+    lines = [f"{'':<{width}} {header}"]
     for name, s in rows:
         lines.append(
             f"{name:<{width}} {s['n_images']:>6} {cell(s['dice_mean']):>6} "

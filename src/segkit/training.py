@@ -9,6 +9,7 @@ from __future__ import annotations
 import tempfile
 import time
 import warnings
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -95,6 +96,11 @@ def train(
         FileExistsError: ``out`` already holds a run.
         ValueError: a setting is invalid.
     """
+    # Paths stored resolved, so that the run resumes (and is read) from any folder.
+    for name in ("manifest", "init_from", "cache"):
+        if settings.get(name) and Path(settings[name]).exists():
+            settings[name] = str(Path(settings[name]).resolve())
+    data_dir = Path(data_dir).resolve() if Path(data_dir).exists() else data_dir
     config = TrainConfig(model=model, data=str(data_dir), **settings)
     config.check()
     check_precision(config.precision)
@@ -127,6 +133,16 @@ def train(
             f"{len(samples)} samples in {config.data}: training on {len(train_samples)}, "
             f"validating on {len(val_samples)}, {len(split.test)} held out for testing",
             flush=True,
+        )
+    if not split.test:
+        summary = _split_summary(split, samples)
+        warnings.warn(
+            f"the split of {config.data} holds out nothing for testing ({summary}: "
+            f"{len(split.train)} training, {len(split.val)} validation, 0 test), so "
+            "`segkit evaluate --subset test` will have nothing to score: evaluate on other "
+            "data, or split with more samples",
+            UserWarning,
+            stacklevel=2,
         )
     if placement.is_chief:  # the only writer of the run folder
         run.create(
@@ -436,11 +452,34 @@ def _check_split(config: TrainConfig, samples, split) -> tuple[list, list]:
     train_samples = select_slices(train_samples, config.slices, seed=config.seed)
     train_samples = train_samples[: config.limit]
     if not train_samples or not val_samples:
+        advice = (
+            "give a --manifest whose split has both (segkit.data.split_samples with a "
+            "smaller block_size writes one)"
+        )
+        if split.method != "random" and not config.manifest:
+            advice = f"use --split random (slice by slice), or {advice}"
         raise ValueError(
             f"the split of {config.data} leaves {len(train_samples)} training and "
-            f"{len(val_samples)} validation samples; both need at least one"
+            f"{len(val_samples)} validation samples, and both need at least one: "
+            f"{_split_summary(split, samples)}; {advice}"
         )
     return train_samples, val_samples
+
+
+def _split_summary(split, samples) -> str:
+    """What a split kept together and how many units it had to share out, for messages:
+    ``"'blocks' split, blocks of 20 consecutive slices of a label: 2 blocks"``."""
+    if split.method == "blocks":
+        per_label = Counter(sample.label for sample in samples)
+        blocks = sum(-(-count // split.block_size) for count in per_label.values())
+        return (
+            f"'blocks' split, blocks of {split.block_size} consecutive slices of a label: "
+            f"{blocks} block{'s' if blocks != 1 else ''}"
+        )
+    if split.method == "group":
+        groups = len({sample.patient for sample in samples})
+        return f"'group' split, each patient on one side: {groups} patients"
+    return f"'{split.method}' split"
 
 
 def _restore_best(network, run: RunFolder) -> keras.Model:

@@ -8,15 +8,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
-from scipy import ndimage
+from PIL import Image, ImageDraw, ImageFont
 
 from segkit._io import atomic_path
-from segkit.evaluation import surface
+from segkit.evaluation import score, surface
 
-#: Outline colours of the overlays.
-PREDICTED_COLOUR = (230, 30, 30)
-TRUE_COLOUR = (40, 220, 40)
+#: Outline colours of the overlays, from the Okabe-Ito palette, which stays distinct for the
+#: common kinds of colour blindness (red and green outlines do not): orange for the prediction,
+#: sky blue for the truth.
+PREDICTED_COLOUR = (230, 159, 0)
+TRUE_COLOUR = (86, 180, 233)
 
 #: Colours of the classes 1, 2, ... of a label map (background is left uncoloured); repeated
 #: beyond eight classes. Chosen to stay apart on grey MRI and for red-green colour blindness.
@@ -42,16 +43,20 @@ def overlay(
     *,
     legend: bool = False,
 ) -> np.ndarray:
-    """RGB picture of ``image`` with the predicted outline in red and the true one in green.
+    """RGB picture of ``image`` with the predicted outline in orange and the true one in sky
+    blue (`PREDICTED_COLOUR`, `TRUE_COLOUR`).
 
     Args:
         image: ``uint8 (H, W)`` or ``(H, W, C)``; the first channel is shown in grey.
         predicted: ``(H, W)`` mask.
         true: ``(H, W)`` true mask, or None.
-        legend: write what each colour means in the top-left corner.
+        legend: write what each colour means in the top-left corner, in letters sized to the
+            image, and, with ``true``, the image's Dice.
     """
     grey = image[..., 0] if image.ndim == 3 else image
     picture = np.repeat(grey[..., None], 3, axis=-1).astype(np.uint8)
+    from scipy import ndimage  # here, not at the top: the command line starts without SciPy
+
     thick = ndimage.binary_dilation  # one pixel is hard to see on a 512 image
     if true is not None:
         if true.shape != grey.shape:
@@ -62,6 +67,8 @@ def overlay(
         entries = [("predicted", PREDICTED_COLOUR)]
         if true is not None:
             entries.append(("true", TRUE_COLOUR))
+            dice = score(predicted.astype(bool), true.astype(bool))["dice"]
+            entries.append((f"Dice {dice:.3f}", LEGEND_TEXT))
         picture = _draw_legend(picture, entries)
     return picture
 
@@ -80,7 +87,9 @@ def label_overlay(
     opacity: float = 0.45,
 ) -> np.ndarray:
     """RGB picture of ``image`` with each predicted class filled in its colour, the true
-    classes outlined in white, and a legend naming the classes shown.
+    classes outlined in white, and a legend naming the classes shown and, with ``true``, the
+    image's Dice (the mean over the classes in either map; a boolean ``true`` against the
+    predicted foreground).
 
     Args:
         image: ``uint8 (H, W)`` or ``(H, W, C)``; the first channel is shown in grey.
@@ -99,6 +108,8 @@ def label_overlay(
         where = predicted == k
         picture[where] = (1 - opacity) * picture[where] + opacity * np.array(class_colour(k))
     picture = picture.round().astype(np.uint8)
+    from scipy import ndimage  # here, not at the top: the command line starts without SciPy
+
     thick = ndimage.binary_dilation
     for k in shown:
         picture[thick(surface(predicted == k))] = class_colour(k)
@@ -109,25 +120,44 @@ def label_overlay(
         if true.dtype == bool:
             picture[surface(true)] = TRUE_OUTLINE
             entries.append(("true", TRUE_OUTLINE))
+            dice = score(predicted > 0, true)["dice"]
         else:
             truth = [int(k) for k in np.unique(true) if k > 0]
             for k in truth:
                 picture[surface(true == k)] = TRUE_OUTLINE
             entries += [(f"true: {names[k]}", TRUE_OUTLINE) for k in truth]
+            either = sorted(set(shown) | set(truth))
+            dice = np.mean([score(predicted == k, true == k)["dice"] for k in either or [1]])
+        entries.append((f"Dice {dice:.3f}", LEGEND_TEXT))
     return _draw_legend(picture, entries) if entries else picture
+
+
+#: Colour of the legend's plain text (the Dice).
+LEGEND_TEXT = (255, 255, 255)
+
+
+def legend_font_size(height: int) -> int:
+    """Letter height of the legend on a picture ``height`` pixels tall: a 25th of it, at least
+    11 pixels, so the legend stays readable on a 512-pixel slice shown at its size."""
+    return max(11, round(height / 25))
 
 
 def _draw_legend(picture: np.ndarray, entries: list[tuple[str, tuple[int, int, int]]]):
     """Name each outline colour on a dark box in the corner (scans have dark corners)."""
     drawing = Image.fromarray(picture)
     draw = ImageDraw.Draw(drawing)
-    line = 12
-    width = 8 + max(int(draw.textlength(name)) for name, _ in entries) + 16
-    draw.rectangle((2, 2, 2 + width, 4 + line * len(entries)), fill=(0, 0, 0))
+    size = legend_font_size(picture.shape[0])
+    font = ImageFont.load_default(size=size)
+    line, pad = round(size * 1.25), max(2, size // 4)
+    width = size + 2 * pad + max(int(draw.textlength(name, font=font)) for name, _ in entries)
+    draw.rectangle((0, 0, width + 2 * pad, 2 * pad + line * len(entries)), fill=(0, 0, 0))
     for row, (name, colour) in enumerate(entries):
-        top = 4 + row * line
-        draw.rectangle((5, top + 3, 13, top + 7), fill=colour)
-        draw.text((18, top), name, fill=colour)
+        top = pad + row * line
+        swatch = size // 2
+        draw.rectangle(
+            (pad, top + swatch // 2, pad + swatch, top + swatch // 2 + swatch), fill=colour
+        )
+        draw.text((2 * pad + swatch, top), name, fill=colour, font=font)
     return np.asarray(drawing)
 
 
@@ -135,6 +165,24 @@ def write_png(path: str | Path, array: np.ndarray) -> None:
     """Write a ``uint8`` array as a PNG, atomically."""
     with atomic_path(path) as tmp:
         Image.fromarray(array).save(tmp, format="PNG")
+
+
+def label_palette() -> list[int]:
+    """The 256-colour palette of label-map PNGs, as Pillow takes it (r, g, b, r, g, b, ...):
+    background black, class ``k`` in `class_colour` ``(k)``."""
+    colours = [(0, 0, 0)] + [class_colour(k) for k in range(1, 256)]
+    return [value for colour in colours for value in colour]
+
+
+def write_label_png(path: str | Path, labels: np.ndarray) -> None:
+    """Write a label map as a palette PNG, atomically: each pixel's value stays its class index
+    (what any tool, and `segkit.data.read_mask_file` with ``num_classes``, reads back), and the
+    palette shows class ``k`` in its overlay colour, where values 0..K-1 in grey look black."""
+    picture = Image.fromarray(np.asarray(labels, dtype=np.uint8), mode="L")
+    picture = picture.convert("P")  # an "L" image's values become the indices, unchanged
+    picture.putpalette(label_palette())
+    with atomic_path(path) as tmp:
+        picture.save(tmp, format="PNG")
 
 
 def plot_curves(history: list[dict], path: str | Path) -> None:

@@ -56,7 +56,7 @@ from segkit.data.preprocess import Preprocessing
 from segkit.data.samples import Sample
 from segkit.inference import Segmenter, segmenter_for
 from segkit.postprocess import PostProcessing
-from segkit.progress import Progress
+from segkit.progress import Progress, note
 from segkit.resize import resize_probabilities
 from segkit.runs import RunFolder
 from segkit.visualize import label_overlay, overlay, write_png
@@ -281,6 +281,7 @@ def predict_volumes(
     )
     out = check_writable(out)
     written = []
+    note(f"predict: {segmenter.cost('slice')}", enabled=progress)
     for name, paths in cases.items():
         volume = volumes.stack_modalities([volumes.read_volume(path) for path in paths])
         segmented = segment_volume(
@@ -547,11 +548,12 @@ def format_volumes(report: dict) -> list[str]:
     def cell(value, digits=3):
         return "-" if value is None else f"{value:.{digits}f}"
 
-    lines = [f"{'3-D':<{width}} {'slices':>6} {'dice':>6} {'iou':>6} {'hd95':>7} {'assd':>6}"]
+    header = f"{'3-D':<{width}} {'slices':>6} {'dice':>6} {'iou':>6} {'hd95 mm':>7} {'assd mm':>7}"
+    lines = [header]
     for name, slices, dice, iou, hd95, assd in rows:
         lines.append(
             f"{name:<{width}} {slices:>6} {cell(dice):>6} {cell(iou):>6} {cell(hd95, 2):>7} "
-            f"{cell(assd, 2):>6}"
+            f"{cell(assd, 2):>7}"
         )
     more = len(volumes_scored) - TABLE_VOLUMES
     lines.append(

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 
 @dataclass(frozen=True)
@@ -64,6 +63,8 @@ class Augment:
         return image, np.ascontiguousarray(mask)
 
     def _affine(self, image, mask, rng):
+        from scipy import ndimage  # here, not at the top: the command line starts without SciPy
+
         angle = np.deg2rad(rng.uniform(-self.rotation, self.rotation))
         zoom = 1 + rng.uniform(-self.scale, self.scale)
         shift = rng.uniform(-self.shift, self.shift, size=2) * image.shape[:2]

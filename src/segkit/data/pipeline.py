@@ -81,10 +81,15 @@ class SegmentationDataset(keras.utils.PyDataset):
         self.cache = cache
         self.replicas = replicas
         self.process_index, self.process_count = process
-        if batch_size % replicas or replicas % self.process_count:
+        if batch_size % replicas:
             raise ValueError(
-                f"batch_size {batch_size} must be a multiple of the {replicas} replicas, and "
-                f"they of the {self.process_count} processes"
+                f"--batch-size {batch_size} must be a multiple of the number of replicas "
+                f"({replicas}, one per device), so that each gets the same share of a batch"
+            )
+        if replicas % self.process_count:
+            raise ValueError(
+                f"the number of replicas ({replicas}) must be a multiple of the number of "
+                f"processes ({self.process_count}), so that each process gets the same share"
             )
         self.epoch = 0
         self._order = self._epoch_order()

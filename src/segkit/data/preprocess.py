@@ -353,7 +353,7 @@ def _binary_mask(mask: np.ndarray, path: Path) -> np.ndarray:
     try:
         return masks.from_pixel_values(mask)
     except ValueError as exc:
-        raise DataError(f"mask {path} is {exc}", path) from None
+        raise DataError(f"mask {path} is {exc}{masks.label_map_hint(mask)}", path) from None
 
 
 def read_image(path: str | Path, channels: int | tuple = 1) -> np.ndarray:

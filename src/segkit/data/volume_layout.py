@@ -255,7 +255,7 @@ def mask_values(labels: np.ndarray, source: Path, prep) -> np.ndarray:
             return masks.from_pixel_values(labels)
         return masks.from_label_values(labels, prep.num_classes, prep.ignore_index)
     except ValueError as exc:
-        hint = " (label maps need num_classes or a classes.json)" if not prep.num_classes else ""
+        hint = masks.label_map_hint(labels) if not prep.num_classes else ""
         raise DataError(f"label file {source} is {exc}{hint}", source) from None
 
 

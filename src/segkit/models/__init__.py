@@ -9,18 +9,18 @@ segkit.models.list("*unet*")
 
 from __future__ import annotations
 
+import importlib
 import inspect
+from typing import TYPE_CHECKING
 
-from segkit.backend import require_backend
-
-require_backend()
-
-import keras
-
-# Importing the architectures registers their builders; pretrained holds the shipped weights.
-from segkit.models import attention_unet, fast_unet, pretrained, resunet, unet, unet_plus_plus  # noqa: F401, I001
-from segkit.models._registry import builder, describe, register, split_name
+# The architectures (and Keras) are imported when one is first built (`_registry.BUILTINS`),
+# so that listing them is quick; pretrained holds the shipped weights and imports no backend.
+from segkit.models import pretrained
+from segkit.models._registry import BUILTINS, builder, describe, register, split_name
 from segkit.models._registry import list as list  # noqa: PLW0127  (public name shadows builtin)
+
+if TYPE_CHECKING:
+    import keras
 
 
 def get(name: str, *, weights: str | None = None, **config) -> keras.Model:
@@ -53,6 +53,13 @@ def get(name: str, *, weights: str | None = None, **config) -> keras.Model:
             ) from None
         return build(**config)
     return pretrained.load_pretrained(model_name, weights, **config)
+
+
+def __getattr__(name: str):
+    # ``segkit.models.unet`` and the like, as before their import became lazy.
+    if name in BUILTINS or name in ("flops", "layout"):
+        return importlib.import_module(f"segkit.models.{name}")
+    raise AttributeError(f"module 'segkit.models' has no attribute {name!r}")
 
 
 __all__ = ["get", "list", "register", "describe", "builder"]
