@@ -65,7 +65,16 @@ def get(name: str, **options) -> Encoder:
         KeyError: an unknown name, with the closest registered names.
         UnsupportedSpatialDims: a family asked for dimensions it cannot build.
     """
-    encoder = _encoders.lookup(name)(**options)
+    entry = _encoders.lookup(name)
+    spatial_dims = options.get("spatial_dims", 2)
+    supported = getattr(entry, "spatial_dims_supported", (2,))
+    if spatial_dims not in supported:
+        raise UnsupportedSpatialDims(
+            f"encoder {name!r} builds in {' or '.join(map(str, supported))}-D only, not in "
+            f"{spatial_dims}-D; encoders that build in 3-D: "
+            f"{', '.join(n for n in list() if supports_3d(n))}"
+        )
+    encoder = entry(**options)
     if not isinstance(encoder, Encoder):
         raise TypeError(f"encoder {name!r} made a {type(encoder).__name__}, not an Encoder")
     encoder.name = name
