@@ -210,3 +210,46 @@ def test_every_keras_applications_family_gives_strides_2_to_32(name):
     features = encoder(keras.Input((64, 64, 1)))
     expected = [4, 8, 16, 32] if name.startswith("convnext") else [2, 4, 8, 16, 32]
     assert features.strides == expected
+
+
+def _cli(*args):
+    from click.testing import CliRunner
+
+    from segkit.cli import cli
+
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_cli_lists_encoders_with_3d_support_and_offline_weights():
+    result = _cli("encoders", "*unet")
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    assert [line.split()[0] for line in lines] == ["fast_unet", "resunet", "unet"]
+    assert all("2-D, 3-D" in line and "none (random)" in line for line in lines)
+    details = _cli("encoders", "fast_unet", "--details")
+    assert "strides/channels 2:24 4:48 8:96 16:192 32:384" in details.output
+    assert "imagenet when online" in _cli("encoders", "resnet50").output
+
+
+def test_cli_encoders_pattern_without_a_match_is_one_line():
+    result = _cli("encoders", "nothing*")
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--encoder", "resnet5O"], "Did you mean 'resnet50'"),
+        (["--encoder", SMALL_BACKBONE, "--encoder-weights", "missing.weights.h5"],
+         "missing.weights.h5"),
+    ],
+)
+def test_cli_train_with_a_bad_encoder_is_one_line_and_writes_nothing(
+    figshare_256, tmp_path, options, message
+):
+    out = tmp_path / "run"
+    result = _cli("train", "--data", figshare_256, "--out", out, "--model", "unet",
+                  "--epochs", "1", *options)
+    assert result.exit_code == 2
+    assert message in result.output and len(result.output.strip().splitlines()) == 1
+    assert not out.exists()

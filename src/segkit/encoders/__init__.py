@@ -87,6 +87,31 @@ def supports_3d(name: str) -> bool:
     return 3 in getattr(entry, "spatial_dims_supported", (2,))
 
 
+def describe_weights(name: str) -> str:
+    """What the encoder registered as ``name`` can start from, offline first, in a few words."""
+    entry = _encoders.lookup(name)
+    if isinstance(entry, type) and issubclass(entry, applications.ApplicationEncoder):
+        return "weights: none or a local file offline; imagenet when online"
+    return "weights: none (random)"
+
+
+def summary(name: str, spatial_dims: int = 2) -> str:
+    """The strides, channels and parameters of the encoder ``name`` on a 64-pixel probe,
+    read from the built tensors."""
+    import keras
+
+    encoder = get(name, spatial_dims=spatial_dims, input_channels=1, data_format="channels_last")
+    inputs = keras.Input((64,) * spatial_dims + (1,))
+    features = encoder(inputs)
+    probe = keras.Model(inputs, builtins.list(features.maps.values()))
+    pairs = zip(features.strides, features.channels("channels_last"), strict=True)
+    return (
+        "strides/channels "
+        + " ".join(f"{stride}:{channels}" for stride, channels in pairs)
+        + f", {probe.count_params():,} parameters"
+    )
+
+
 register("unet")(native.UNetEncoder)
 register("resunet")(native.ResUNetEncoder)
 register("fast_unet")(native.FastUNetEncoder)
@@ -97,8 +122,10 @@ __all__ = [
     "FeatureMaps",
     "UnsupportedSpatialDims",
     "describe",
+    "describe_weights",
     "get",
     "list",
     "register",
+    "summary",
     "supports_3d",
 ]

@@ -80,7 +80,7 @@ FAMILIES: dict[str, tuple[str, str, bool]] = {
 }
 
 
-class ImagenetOffline(RuntimeError):
+class ImagenetOffline(ConnectionError):
     """``encoder_weights="imagenet"`` asked for with no network to download them."""
 
 
