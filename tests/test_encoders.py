@@ -18,8 +18,18 @@ SMALL_BACKBONE = "mobilenetv3small"
 
 def test_registry_lists_segkit_and_keras_applications_encoders():
     names = segkit.encoders.list()
-    for name in ("unet", "resunet", "fast_unet", "resnet50", "resnet50v2", "efficientnetb7",
-                 "efficientnetv2s", "convnext_tiny", "mobilenetv3large", "densenet121"):
+    for name in (
+        "unet",
+        "resunet",
+        "fast_unet",
+        "resnet50",
+        "resnet50v2",
+        "efficientnetb7",
+        "efficientnetv2s",
+        "convnext_tiny",
+        "mobilenetv3large",
+        "densenet121",
+    ):
         assert name in names
     assert segkit.encoders.list("resnet*v2") == ["resnet101v2", "resnet152v2", "resnet50v2"]
     assert segkit.encoders.supports_3d("unet") and not segkit.encoders.supports_3d("resnet50")
@@ -41,7 +51,9 @@ def test_unknown_encoder_suggests_close_names():
     ],
 )
 @pytest.mark.parametrize("spatial_dims", [2, 3])
-def test_segkit_encoders_give_the_strides_they_claim(name, options, strides, channels, spatial_dims):
+def test_segkit_encoders_give_the_strides_they_claim(
+    name, options, strides, channels, spatial_dims
+):
     encoder = segkit.encoders.get(name, spatial_dims=spatial_dims, **options)
     features = encoder(keras.Input((16,) * spatial_dims + (1,)))
     assert features.strides == strides
@@ -81,9 +93,7 @@ def _train_one_step(model, shape):
 @pytest.mark.parametrize("name", DECODERS)
 def test_every_decoder_builds_and_trains_in_3d(name):
     shape = (8, 8, 8, 1)
-    model = segkit.models.get(
-        name, spatial_dims=3, input_shape=shape, base_filters=2, depth=2
-    )
+    model = segkit.models.get(name, spatial_dims=3, input_shape=shape, base_filters=2, depth=2)
     assert model.output.shape == (None, 8, 8, 8, 1)
     _train_one_step(model, shape)
 
@@ -119,8 +129,9 @@ def test_unet_over_a_keras_applications_backbone_trains_one_step():
 def test_imagenet_offline_is_one_line_naming_the_local_file_option(monkeypatch):
     monkeypatch.setattr(applications, "online", lambda: False)
     with pytest.raises(ImagenetOffline) as raised:
-        segkit.models.get("unet", encoder=SMALL_BACKBONE, encoder_weights="imagenet",
-                          input_shape=(32, 32, 1))
+        segkit.models.get(
+            "unet", encoder=SMALL_BACKBONE, encoder_weights="imagenet", input_shape=(32, 32, 1)
+        )
     message = str(raised.value)
     assert "\n" not in message and "encoder_weights=PATH" in message
 
@@ -144,8 +155,14 @@ def backbone_weights(tmp_path_factory):
 
 def test_local_weights_file_loads_into_the_encoder(backbone_weights):
     path, saved = backbone_weights
-    model = segkit.models.get("unet", encoder=SMALL_BACKBONE, encoder_weights=str(path),
-                              input_shape=(32, 32, 3), depth=5, data_format="channels_last")
+    model = segkit.models.get(
+        "unet",
+        encoder=SMALL_BACKBONE,
+        encoder_weights=str(path),
+        input_shape=(32, 32, 3),
+        depth=5,
+        data_format="channels_last",
+    )
     loaded = [np.array(v) for v in model.get_layer("encoder").weights]
     assert len(loaded) == len(saved)
     for got, want in zip(loaded, saved, strict=True):
@@ -155,15 +172,21 @@ def test_local_weights_file_loads_into_the_encoder(backbone_weights):
 def test_weights_file_of_another_architecture_is_one_line(backbone_weights):
     path, _ = backbone_weights
     with pytest.raises(ValueError, match="does not fit 'mobilenetv3large'") as raised:
-        segkit.models.get("unet", encoder="mobilenetv3large", encoder_weights=str(path),
-                          input_shape=(32, 32, 1), depth=5)
+        segkit.models.get(
+            "unet",
+            encoder="mobilenetv3large",
+            encoder_weights=str(path),
+            input_shape=(32, 32, 1),
+            depth=5,
+        )
     assert "\n" not in str(raised.value)
 
 
 def test_missing_weights_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere.weights.h5"):
-        segkit.models.get("unet", encoder=SMALL_BACKBONE,
-                          encoder_weights=str(tmp_path / "nowhere.weights.h5"))
+        segkit.models.get(
+            "unet", encoder=SMALL_BACKBONE, encoder_weights=str(tmp_path / "nowhere.weights.h5")
+        )
 
 
 def test_one_channel_stem_computes_what_a_grey_rgb_image_gives(backbone_weights):
@@ -179,7 +202,8 @@ def test_one_channel_stem_computes_what_a_grey_rgb_image_gives(backbone_weights)
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(grey_model(image)),
         keras.ops.convert_to_numpy(rgb_model(np.repeat(image, 3, axis=-1))),
-        rtol=1e-4, atol=1e-4,
+        rtol=1e-4,
+        atol=1e-4,
     )
 
 
@@ -191,14 +215,14 @@ def test_channel_adapter_kernel_matches_set_in_channels():
 
 @pytest.mark.backend
 def test_model_over_a_backbone_round_trips_through_a_keras_file(tmp_path):
-    model = segkit.models.get("fast_unet", encoder=SMALL_BACKBONE, input_shape=(32, 32, 1),
-                              depth=5)
+    model = segkit.models.get("fast_unet", encoder=SMALL_BACKBONE, input_shape=(32, 32, 1), depth=5)
     path = tmp_path / "model.keras"
     model.save(path)
     loaded = keras.saving.load_model(path)
     image = np.random.default_rng(1).random((1, 32, 32, 1), dtype=np.float32)
     np.testing.assert_allclose(
-        keras.ops.convert_to_numpy(model(image)), keras.ops.convert_to_numpy(loaded(image)),
+        keras.ops.convert_to_numpy(model(image)),
+        keras.ops.convert_to_numpy(loaded(image)),
         atol=1e-6,
     )
 
@@ -240,16 +264,19 @@ def test_cli_encoders_pattern_without_a_match_is_one_line():
     ("options", "message"),
     [
         (["--encoder", "resnet5O"], "Did you mean 'resnet50'"),
-        (["--encoder", SMALL_BACKBONE, "--encoder-weights", "missing.weights.h5"],
-         "missing.weights.h5"),
+        (
+            ["--encoder", SMALL_BACKBONE, "--encoder-weights", "missing.weights.h5"],
+            "missing.weights.h5",
+        ),
     ],
 )
 def test_cli_train_with_a_bad_encoder_is_one_line_and_writes_nothing(
     figshare_256, tmp_path, options, message
 ):
     out = tmp_path / "run"
-    result = _cli("train", "--data", figshare_256, "--out", out, "--model", "unet",
-                  "--epochs", "1", *options)
+    result = _cli(
+        "train", "--data", figshare_256, "--out", out, "--model", "unet", "--epochs", "1", *options
+    )
     assert result.exit_code == 2
     assert message in result.output and len(result.output.strip().splitlines()) == 1
     assert not out.exists()

@@ -77,9 +77,9 @@ class Encoder:
         self.name = type(self).__name__
         self.spatial_dims = check_spatial_dims(spatial_dims)
         if spatial_dims not in self.spatial_dims_supported:
+            supported = " or ".join(map(str, self.spatial_dims_supported))
             raise UnsupportedSpatialDims(
-                f"encoder {self.name!r} builds in {' or '.join(map(str, self.spatial_dims_supported))}"
-                f"-D only, not in {spatial_dims}-D"
+                f"encoder {self.name!r} builds in {supported}-D only, not in {spatial_dims}-D"
             )
         self.data_format = data_format
         self.input_channels = input_channels

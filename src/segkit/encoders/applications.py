@@ -159,7 +159,9 @@ class ApplicationEncoder(Encoder):
         except (ValueError, OSError, KeyError) as error:
             if self.weights in (None, "imagenet"):
                 raise
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            reason = (
+                str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            )
             raise ValueError(
                 f"encoder weights file {self.weights!r} does not fit {self.name!r}: {reason}"
             ) from None

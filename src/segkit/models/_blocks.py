@@ -4,8 +4,8 @@ Every segkit model takes and returns channels-last arrays ``(batch, H, W, C)`` (
 ``(batch, D, H, W, C)`` in 3-D), whatever layout it computes in. Each architecture is an encoder
 (`segkit.encoders`; its own by default) under its decoder: `encode` makes the input and applies
 the encoder, the architecture's decoder builds on the feature maps, `segmentation_head` and
-`finish` end the model. With ``data_format="channels_first"`` (the faster layout for torch on CPU) the
-model transposes once after the input and once before the output.
+`finish` end the model. With ``data_format="channels_first"`` (the faster layout for torch on
+CPU) the model transposes once after the input and once before the output.
 """
 
 from __future__ import annotations

@@ -20,7 +20,9 @@ def resunet_decoder(encoded: Encoded, *, dropout: float, batch_norm: bool):
     features = encoded.features.maps
     widths = encoded.widths()
     deepest = encoded.features.deepest
-    x = build.preact_conv(features[deepest], encoded.decoder_filters(deepest, widths[deepest]), "bridge1")
+    x = build.preact_conv(
+        features[deepest], encoded.decoder_filters(deepest, widths[deepest]), "bridge1"
+    )
     x = build.preact_conv(x, encoded.decoder_filters(deepest, widths[deepest]), "bridge2")
     stride = deepest // 2
     while stride >= 1:
