@@ -280,3 +280,12 @@ def test_cli_train_with_a_bad_encoder_is_one_line_and_writes_nothing(
     assert result.exit_code == 2
     assert message in result.output and len(result.output.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_a_saved_header_rebuilds_without_the_starting_weights():
+    from segkit.models import pretrained
+
+    config = pretrained.full_config(
+        "unet", {"encoder": "resnet50", "encoder_weights": "/gone/resnet50.weights.h5"}
+    )
+    assert config["encoder"] == "resnet50" and config["encoder_weights"] is None
