@@ -39,8 +39,15 @@ LAYERS = (
     ("data", "find, read, split and stream samples", ("segkit.data",)),
     (
         "building blocks",
-        "architectures and their weights, losses, metrics, scores",
-        ("segkit.models", "segkit.weights", "segkit.losses", "segkit.metrics", "segkit.evaluation"),
+        "encoders, architectures and their weights, losses, metrics, scores",
+        (
+            "segkit.encoders",
+            "segkit.models",
+            "segkit.weights",
+            "segkit.losses",
+            "segkit.metrics",
+            "segkit.evaluation",
+        ),
     ),
     (
         "runs and pictures",

@@ -25,7 +25,7 @@ __version__ = "0.1.0"
 choose_backend()
 quiet_tensorflow_logs()
 
-_SUBMODULES = ("models", "data", "losses", "metrics", "masks", "evaluation", "weights")
+_SUBMODULES = ("models", "encoders", "data", "losses", "metrics", "masks", "evaluation", "weights")
 _FUNCTIONS = {
     "train": "segkit.training",
     "resume": "segkit.training",

@@ -79,6 +79,33 @@ def models(pattern: str) -> None:
         click.echo(f"{name:<18} {segkit.models.describe(name)}{suffix}")
 
 
+@cli.command()
+@click.argument("pattern", default="*")
+@click.option(
+    "--details",
+    is_flag=True,
+    help="Build each encoder on a 64x64 probe to show its strides, channels and parameters "
+    "(seconds per keras.applications family).",
+)
+def encoders(pattern: str, details: bool) -> None:
+    """List registered encoders (optionally matching a wildcard PATTERN): 3-D support and the
+    weights they can start from offline."""
+    import segkit
+
+    names = segkit.encoders.list(pattern)
+    if not names:
+        raise ValueError(
+            f"no registered encoder matches {pattern!r}; registered: "
+            f"{', '.join(segkit.encoders.list())}"
+        )
+    for name in names:
+        dims = "2-D, 3-D" if segkit.encoders.supports_3d(name) else "2-D"
+        line = f"{name:<18} {dims:<9} {segkit.encoders.describe_weights(name)}"
+        if details:
+            line += f"  {segkit.encoders.summary(name)}"
+        click.echo(line)
+
+
 def inference_options(*names: str):
     """``--threshold``, ``--tta`` and ``--postprocess`` (or those of ``names``), one per field of
     `segkit.inference.InferenceSettings` (the one source of their names, choices and help),

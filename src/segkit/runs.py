@@ -89,6 +89,17 @@ class TrainConfig:
         "Builder argument, e.g. base_filters=16 (repeatable; values parsed as JSON).",
         metavar="KEY=VALUE",
     )
+    encoder: str | None = _option(
+        None,
+        "Encoder under the model's decoder (see `segkit encoders`), e.g. resnet50; none: the "
+        "model's own.",
+    )
+    encoder_weights: str | None = _option(
+        None,
+        "What the encoder starts from: imagenet (downloaded; needs network), none, or the path "
+        "of a local weights file.",
+        metavar="imagenet|none|PATH",
+    )
     loss: str = _option("dice", "Loss name (see `segkit.losses.list()`): dice, bce_dice, ...")
     loss_args: dict = _option(
         {},

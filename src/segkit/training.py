@@ -254,6 +254,10 @@ def _build(config: TrainConfig) -> keras.Model:
     height, width = (None, None) if config.crop else config.image_size
     channels = config.preprocessing().n_channels  # config.channels may name several, e.g. (0, 1)
     model_config = {"input_shape": (height, width, channels), **config.model_config}
+    if config.encoder:
+        model_config.setdefault("encoder", config.encoder)
+        if config.encoder_weights not in (None, "none"):
+            model_config.setdefault("encoder_weights", config.encoder_weights)
     if config.class_names:  # one softmax channel per class, or a sigmoid per region
         model_config.setdefault("num_classes", config.output_channels())
         if config.regions:
@@ -263,9 +267,16 @@ def _build(config: TrainConfig) -> keras.Model:
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(config.precision)
     try:
-        return segkit.models.get(config.model, **model_config)
+        network = segkit.models.get(config.model, **model_config)
     finally:
         keras.config.set_dtype_policy(previous)
+    expects = getattr(network, "segkit_normalize", None)
+    if expects and expects != config.normalize:
+        raise ValueError(
+            f"normalize: encoder {config.encoder!r} takes images scaled as {expects!r} (its "
+            f"own scaling is inside the model), not {config.normalize!r}"
+        )
+    return network
 
 
 def _loss(config: TrainConfig, network: keras.Model) -> keras.losses.Loss:

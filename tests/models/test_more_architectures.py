@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import segkit
+from segkit.encoders._layers import Layers
 from segkit.models._blocks import resolve_data_format
 from segkit.models.attention_unet import attention_gate
 from segkit.models.flops import count_flops
@@ -146,7 +147,7 @@ def test_attention_gate_scales_every_channel_by_one_coefficient(requested, build
     if data_format == "channels_first":
         skip_shape, gating_shape = ((6, 8, 8), (10, 4, 4))
     skip, gating = keras.Input(skip_shape), keras.Input(gating_shape)
-    gated, coefficients = attention_gate(skip, gating, 3, data_format, name="gate")
+    gated, coefficients = attention_gate(skip, gating, 3, Layers(2, data_format), name="gate")
     model = keras.Model([skip, gating], [gated, coefficients])
     skip_values = _images(4, (2, *skip_shape))
     gated_values, coefficient_values = (

@@ -125,6 +125,11 @@ def full_config(builder: str, config: Mapping) -> dict:
     for name, parameter in parameters.items():
         if name == "data_format":  # a layout to compute in, not part of what was trained
             continue
+        if name == "encoder_weights":
+            # Where training started: the file holds every weight, so rebuilding needs no
+            # download or local file, which may no longer be there.
+            merged[name] = None
+            continue
         if name in config:
             merged[name] = config[name]
         elif parameter.default is inspect.Parameter.empty:

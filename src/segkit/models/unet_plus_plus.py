@@ -11,15 +11,44 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from segkit.models._blocks import (
-    channel_axis,
-    check_input_shape,
-    double_conv,
-    model_input,
-    resolve_data_format,
-    segmentation_head,
-)
+from segkit.encoders.native import UNetEncoder
+from segkit.models._blocks import Encoded, encode, finish, segmentation_head
 from segkit.models._registry import register
+
+
+def unet_plus_plus_decoder(encoded: Encoded, *, dropout: float, batch_norm: bool) -> list:
+    """The nested decoder over the encoder's maps, which must be at consecutive x2 strides.
+
+    Level ``i`` is the encoder's ``i``-th map; returns the top nodes ``X[0][1] .. X[0][n]``,
+    at the shallowest map's stride.
+
+    Raises:
+        ValueError: an encoder whose maps skip a stride (UNet++ joins every adjacent pair).
+    """
+    strides = encoded.features.strides
+    if any(deeper != 2 * stride for stride, deeper in zip(strides, strides[1:])):
+        raise ValueError(
+            f"UNet++ needs an encoder's maps at consecutive x2 strides; {encoded.encoder.name!r} "
+            f"gives strides {strides}"
+        )
+    build = encoded.layers(batch_norm)
+    widths = encoded.widths()
+    depth = len(strides) - 1
+    # nodes[i][j] is X[i][j]; the encoder column first.
+    nodes = [[encoded.features.maps[stride]] for stride in strides]
+    # Column by column, each node needs the node below it from the previous column.
+    for column in range(1, depth + 1):
+        for level in range(depth + 1 - column):
+            name = f"x{level}{column}"
+            below = build.upsample(
+                nodes[level + 1][column - 1], f"{name}_upsample", interpolation="bilinear"
+            )
+            x = build.concat([*nodes[level], below], f"{name}_concat")
+            if dropout:
+                x = layers.Dropout(dropout, name=f"{name}_dropout")(x)
+            filters = encoded.decoder_filters(strides[level], widths[strides[level]])
+            nodes[level].append(build.double_conv(x, filters, name))
+    return nodes[0][1:]
 
 
 @register("unet_plus_plus")
@@ -33,6 +62,9 @@ def unet_plus_plus(
     batch_norm: bool = True,
     deep_supervision: bool = False,
     data_format: str | None = None,
+    spatial_dims: int = 2,
+    encoder: str | None = None,
+    encoder_weights=None,
 ) -> keras.Model:
     """UNet++: nested, densely connected skip pathways between encoder and decoder, 2.3M params.
 
@@ -42,10 +74,12 @@ def unet_plus_plus(
     probabilities (the paper's "accurate mode"). The model keeps one output, so it trains with
     one loss on that mean rather than the paper's one loss per head; the heads still all receive
     gradient, and the shallower ones can be read (or pruned) by layer name: ``head_1`` ..
-    ``head_{depth}``.
+    ``head_{depth}``. ``encoder`` puts the nested decoder over any registered encoder whose
+    maps are at consecutive x2 strides; the heads then upsample from its shallowest stride.
 
     Args:
-        input_shape: ``(H, W, C)``; H and W divisible by ``2**depth`` (None for any size).
+        input_shape: ``(H, W, C)``, or ``(D, H, W, C)`` with ``spatial_dims=3``; each spatial
+            size divisible by ``2**depth`` (None for any size).
         num_classes: output channels; 1 gives a sigmoid mask, more a softmax over classes.
         multilabel: a sigmoid per output channel (overlapping regions), not a softmax.
         base_filters: filters of the top level's nodes, doubled at each level below.
@@ -55,53 +89,55 @@ def unet_plus_plus(
         deep_supervision: average the probabilities of heads on all top nodes instead of
             reading only the last one.
         data_format: layout to compute in; default from `segkit.backend.default_data_format`.
+        spatial_dims: 2 for images, 3 for volumes.
+        encoder: a registered encoder name; None: the U-Net's own, named as UNet++'s nodes.
+        encoder_weights: what that encoder starts from (None: random; see `segkit.encoders`).
 
     Returns:
         A ``keras.Model`` mapping ``(batch, H, W, C)`` images to ``(batch, H, W, num_classes)``
-        probabilities.
+        probabilities (with a depth axis in 3-D).
     """
-    check_input_shape(input_shape, depth)
     if num_classes < 1:
         raise ValueError(f"num_classes must be at least 1, got {num_classes}")
-    data_format = resolve_data_format(data_format)
-    axis = channel_axis(data_format)
-    filters = [base_filters * 2**level for level in range(depth + 1)]
-    inputs, x = model_input(input_shape, data_format)
 
-    # nodes[i][j] is X[i][j]; the encoder column first.
-    nodes = [[] for _ in range(depth + 1)]
-    for level in range(depth + 1):
-        if level:
-            x = layers.MaxPooling2D(2, data_format=data_format, name=f"x{level}0_pool")(x)
-        x = double_conv(x, filters[level], data_format, batch_norm, name=f"x{level}0")
-        nodes[level].append(x)
+    def own_encoder(**options):
+        return UNetEncoder(
+            filters=base_filters,
+            depth=depth,
+            batch_norm=batch_norm,
+            dropout=0.0,
+            widen_bottleneck=True,
+            layer_names="nested",
+            **options,
+        )
 
-    # Column by column, each node needs the node below it from the previous column.
-    for column in range(1, depth + 1):
-        for level in range(depth + 1 - column):
-            name = f"x{level}{column}"
-            below = layers.UpSampling2D(
-                2, interpolation="bilinear", data_format=data_format, name=f"{name}_upsample"
-            )(nodes[level + 1][column - 1])
-            x = layers.Concatenate(axis=axis, name=f"{name}_concat")([*nodes[level], below])
-            if dropout:
-                x = layers.Dropout(dropout, name=f"{name}_dropout")(x)
-            nodes[level].append(double_conv(x, filters[level], data_format, batch_norm, name))
-
+    encoded = encode(
+        input_shape,
+        depth=depth,
+        data_format=data_format,
+        spatial_dims=spatial_dims,
+        encoder=encoder,
+        encoder_weights=encoder_weights,
+        native=own_encoder,
+    )
+    top = unet_plus_plus_decoder(encoded, dropout=dropout, batch_norm=batch_norm)
+    stride = encoded.features.strides[0]
+    data_format = encoded.data_format
     if not deep_supervision:
         outputs = segmentation_head(
-            nodes[0][depth], num_classes, data_format, multilabel=multilabel
+            top[-1], num_classes, data_format, upsample=stride, multilabel=multilabel
         )
     else:
         heads = [
             segmentation_head(
-                nodes[0][column],
+                node,
                 num_classes,
                 data_format,
                 name=f"head_{column}",
+                upsample=stride,
                 multilabel=multilabel,
             )
-            for column in range(1, depth + 1)
+            for column, node in enumerate(top, start=1)
         ]
         outputs = layers.Average(dtype="float32", name="probabilities")(heads)
-    return keras.Model(inputs, outputs, name="unet_plus_plus")
+    return finish(encoded, outputs, "unet_plus_plus")
