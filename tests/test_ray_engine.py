@@ -86,6 +86,17 @@ def ray_runtime():
 
 
 @pytest.fixture(scope="module")
+def onnx_models(tmp_path_factory) -> dict[str, Path]:
+    """The shipped model exported to float32 and int8 ONNX: workers load them in a moment, with
+    no deep-learning backend, so the tests that run the engine several times use them."""
+    folder = tmp_path_factory.mktemp("onnx")
+    return {
+        "float32": segkit.export(MODEL, folder / "fast.onnx"),
+        "int8": segkit.export(MODEL, folder / "fast-int8.onnx", quantize="int8"),
+    }
+
+
+@pytest.fixture(scope="module")
 def layout(lgg_root, tmp_path_factory):
     """Two LGG patients as NIfTI volumes in the volume layout."""
     patients = sorted(p.name for p in lgg_root.iterdir() if p.is_dir())[:2]
@@ -114,7 +125,7 @@ def hidden_files(folder: Path) -> list[str]:
 
 
 @pytest.mark.backend
-def test_predict_images_on_ray_as_locally_and_restart(ray_runtime, tmp_path):
+def test_predict_images_on_ray_as_locally(ray_runtime, tmp_path):
     local, on_ray = tmp_path / "local", tmp_path / "ray"
     segkit.predict(MODEL, [SAMPLE / "images"], local, tta="none", overlays=True)
     args = ["predict", "--model", MODEL, str(SAMPLE / "images"), "--out", str(on_ray)]
@@ -129,24 +140,32 @@ def test_predict_images_on_ray_as_locally_and_restart(ray_runtime, tmp_path):
     assert summary["workers"] == 2 and summary["model"] == MODEL
     assert all(f["seconds"] > 0 and f["worker"] for f in summary["files"])
 
-    # Restarted: the complete images are skipped, the one whose mask is missing is redone,
-    # and a temporary file a killed writer left is cleared.
+
+def test_a_restart_skips_complete_outputs(ray_runtime, onnx_models, tmp_path):
+    model, local, on_ray = onnx_models["int8"], tmp_path / "local", tmp_path / "ray"
+    segkit.predict(model, [SAMPLE / "images"], local)
+    segkit.predict(model, [SAMPLE / "images"], on_ray, engine="ray")
+    assert_same_masks(read_masks(local, "*_mask.png"), read_masks(on_ray, "*_mask.png"))
+
+    # The mask is written last: an image without one is redone, the others are skipped, and
+    # a temporary file a killed writer left is cleared.
     first = sorted(on_ray.glob("*_mask.png"))[0]
     first.unlink()
-    (on_ray / ".172_overlay.abcd1234.png").write_bytes(b"half a picture")
+    (on_ray / ".172_mask.abcd1234.png").write_bytes(b"half a picture")
     before = {p.name: p.stat().st_mtime_ns for p in on_ray.glob("*_mask.png")}
-    segkit.predict(
-        MODEL, [SAMPLE / "images"], on_ray, tta="none", overlays=True, engine="ray"
-    )
+    segkit.predict(model, [SAMPLE / "images"], on_ray, engine="ray")
     summary = json.loads((on_ray / SUMMARY_FILE).read_text())
     assert (summary["done"], summary["skipped"]) == (1, 5)
     redone = [f for f in summary["files"] if f["status"] == "done"]
     assert [Path(f["output"]).name for f in redone] == [first.name]
-    assert {p.name: p.stat().st_mtime_ns for p in on_ray.glob("*_mask.png") if p != first} == (
-        before
-    )
+    after = {p.name: p.stat().st_mtime_ns for p in on_ray.glob("*_mask.png") if p != first}
+    assert after == before
     assert_same_masks(read_masks(local, "*_mask.png"), read_masks(on_ray, "*_mask.png"))
     assert hidden_files(on_ray) == []
+
+    segkit.predict(model, [SAMPLE / "images"], on_ray, engine="ray", overwrite=True)
+    summary = json.loads((on_ray / SUMMARY_FILE).read_text())
+    assert (summary["done"], summary["skipped"]) == (6, 0)
 
 
 @pytest.mark.backend
@@ -164,8 +183,8 @@ def test_predict_volumes_on_ray_as_locally(ray_runtime, layout, tmp_path):
     assert (summary["done"], summary["failed"]) == (2, 0)
 
 
-def test_evaluate_on_ray_reports_as_locally(ray_runtime, layout, tmp_path):
-    segmenter = segkit.load_model(MODEL, tta="none")
+def test_evaluate_on_ray_reports_as_locally(ray_runtime, onnx_models, layout, tmp_path):
+    segmenter = segkit.load_model(onnx_models["float32"], tta="none")
     for data_dir in (SAMPLE, layout):  # images, then volumes scored in 3-D too
         local = segkit.evaluate(segmenter, data_dir, tmp_path / "local.json", batch_size=4)
         on_ray = segkit.evaluate(
@@ -176,13 +195,14 @@ def test_evaluate_on_ray_reports_as_locally(ray_runtime, layout, tmp_path):
     assert on_ray["n_volumes"] == 2
 
 
-def test_a_worker_killed_mid_run_costs_a_retry(ray_runtime, tmp_path):
+def test_a_worker_killed_mid_run_costs_a_retry(ray_runtime, onnx_models, tmp_path):
+    model = onnx_models["float32"]
     inputs, local, on_ray = tmp_path / "images", tmp_path / "local", tmp_path / "ray"
     inputs.mkdir()
-    for copy in range(3):  # 18 images, so that the run lasts past the kill
+    for copy in range(5):  # 30 images, so that the run lasts past the kill
         for image in sorted((SAMPLE / "images").glob("*.png")):
             shutil.copy(image, inputs / f"{copy}-{image.name}")
-    segkit.predict(MODEL, [inputs], local, tta="none")
+    segkit.predict(model, [inputs], local)
     killed = []
 
     def kill_a_worker_after_two_masks():
@@ -196,25 +216,25 @@ def test_a_worker_killed_mid_run_costs_a_retry(ray_runtime, tmp_path):
 
     killer = threading.Thread(target=kill_a_worker_after_two_masks)
     killer.start()
-    segkit.predict(MODEL, [inputs], on_ray, tta="none", engine="ray", ray=RayOptions(workers=1))
+    segkit.predict(model, [inputs], on_ray, engine="ray", ray=RayOptions(workers=1))
     killer.join()
     assert killed, "no worker process was found to kill"
     summary = json.loads((on_ray / SUMMARY_FILE).read_text())
-    assert (summary["done"], summary["failed"]) == (18, 0)
+    assert (summary["done"], summary["failed"]) == (30, 0)
     by_killed = [f for f in summary["files"] if f["worker"].endswith(f":{killed[0]}")]
-    assert 0 < len(by_killed) < 18, "the kill did not land mid-run"
+    assert 0 < len(by_killed) < 30, "the kill did not land mid-run"
     assert_same_masks(read_masks(local, "*_mask.png"), read_masks(on_ray, "*_mask.png"))
     assert hidden_files(on_ray) == []
 
 
-def test_a_failing_file_is_reported_and_the_others_written(ray_runtime, tmp_path):
+def test_a_failing_file_is_reported_and_the_others_written(ray_runtime, onnx_models, tmp_path):
     inputs = tmp_path / "images"
     inputs.mkdir()
     shutil.copy(SAMPLE / "images" / "172.png", inputs)
     (inputs / "broken.png").write_bytes(b"not a picture")
     out = tmp_path / "out"
     with pytest.raises(ValueError, match=r"1 of 2 inputs failed \(first: .*broken\.png"):
-        segkit.predict(MODEL, [inputs], out, tta="none", engine="ray", ray=RayOptions(workers=1))
+        segkit.predict(onnx_models["int8"], [inputs], out, engine="ray")
     summary = json.loads((out / SUMMARY_FILE).read_text())
     statuses = {Path(f["input"]).name: f["status"] for f in summary["files"]}
     assert statuses == {"172.png": "done", "broken.png": "failed"}
@@ -226,7 +246,9 @@ def test_without_ray_one_line_names_the_extra(monkeypatch, tmp_path):
     args = ["predict", "--model", MODEL, str(SAMPLE / "images"), "--out", str(tmp_path)]
     result = CliRunner().invoke(cli, [*args, "--engine", "ray"])
     assert result.exit_code == 2
-    assert result.output == "segkit: error: engine 'ray' needs Ray Data: pip install 'segkit[ray]'\n"
+    assert (
+        result.output == "segkit: error: engine 'ray' needs Ray Data: pip install 'segkit[ray]'\n"
+    )
     assert list(tmp_path.iterdir()) == []
 
 
