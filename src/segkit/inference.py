@@ -36,7 +36,6 @@ import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 
@@ -716,9 +715,6 @@ def predict(
     ray_engine.check_engine(engine)
     files = image_files(inputs)
     options = {"probabilities": probabilities, "overlays": overlays, "true_masks": true_masks}
-    if engine == "ray":
-        loader = model_loader(model, weights, random_weights, precision, defaults, changes)
-        return _predict_on_ray(loader, files, out, options, ray, overwrite, progress)
     segmenter = segmenter_for(
         model,
         weights,
@@ -727,6 +723,8 @@ def predict(
         defaults=defaults,
         **changes,
     )
+    if engine == "ray":  # loaded here too, so that a bad spec fails here, in one line
+        return _predict_on_ray(segmenter, files, out, options, ray, overwrite, progress)
     out = check_writable(out)
     written = []
     shown = Progress(len(files), "images", "predict", enabled=progress)
@@ -785,33 +783,16 @@ def write_prediction(
     return mask_path
 
 
-def model_loader(model, weights, random_weights, precision, defaults, changes) -> functools.partial:
-    """A picklable function that loads ``model`` (a spec, or a `Segmenter` from `load_model`)
-    with these settings, for the workers of the ray engine."""
-    if isinstance(model, Segmenter):
-        return model.with_settings(defaults=defaults, **changes).loader()
-    spec = str(Path(model).resolve()) if names_a_path(model) else str(model)
-    return functools.partial(
-        load_model,
-        spec,
-        weights,
-        random_weights=random_weights,
-        precision=precision,
-        defaults=defaults,
-        **changes,
-    )
-
-
-def _predict_image(segmenter: Segmenter, unit: dict) -> dict:
-    """The ray engine's work on one image: its outputs, and how it looks unlike the training
-    images (or None)."""
+def _predict_image(segmenter: Segmenter, unit: dict) -> str | None:
+    """The ray engine's work on one image: writes its outputs; returns how it looks unlike the
+    training images, or None."""
     path = Path(unit["path"])
     [(_, image, probs)] = segmenter.probabilities([path])
     write_prediction(segmenter, path, image, probs, Path(unit["out"]), **unit["options"])
-    return {"unusual": segmenter.unusual(image), "model": segmenter.name}
+    return segmenter.unusual(image)
 
 
-def _predict_on_ray(loader, files, out, options, ray, overwrite, progress) -> list[Path]:
+def _predict_on_ray(segmenter, files, out, options, ray, overwrite, progress) -> list[Path]:
     """`predict` on the ray engine: an image per unit, complete masks skipped."""
     out = check_writable(out).resolve()
     masks = [out / f"{Path(f).stem}_mask.png" for f in files]
@@ -823,7 +804,7 @@ def _predict_on_ray(loader, files, out, options, ray, overwrite, progress) -> li
     ]
     outcomes, run = ray_engine.map_units(
         units,
-        loader,
+        segmenter.loader(),
         _predict_image,
         ray or ray_engine.RayOptions(),
         what="images",
@@ -831,15 +812,14 @@ def _predict_on_ray(loader, files, out, options, ray, overwrite, progress) -> li
     )
     records = ray_engine.file_records(files, masks, todo, outcomes)
     ray_engine.remove_leftovers(out)
-    results = [o["result"] for o in outcomes if o["status"] == "done"]
-    name = results[0]["model"] if results else None
-    summary = ray_engine.write_summary(out / ray_engine.SUMMARY_FILE, run, records, model=name)
+    summary = ray_engine.write_summary(
+        out / ray_engine.SUMMARY_FILE, run, records, model=segmenter.name
+    )
     flagged = [
-        (Path(files[i]).name, o["result"]["unusual"])
+        (Path(files[i]).name, o["result"])
         for i, o in zip(todo, outcomes)
-        if o["status"] == "done" and o["result"]["unusual"]
+        if o["status"] == "done" and o["result"]
     ]
-    if flagged:
-        warn_unusual(SimpleNamespace(name=name), flagged, len(todo))  # it reads only the name
+    warn_unusual(segmenter, flagged, len(todo))
     ray_engine.check_failures(summary, out / ray_engine.SUMMARY_FILE)
     return masks

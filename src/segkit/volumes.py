@@ -54,7 +54,7 @@ from segkit.data import volume_layout, volumes
 from segkit.data.classes import Classes, default_names
 from segkit.data.preprocess import Preprocessing
 from segkit.data.samples import Sample
-from segkit.inference import Segmenter, model_loader, segmenter_for
+from segkit.inference import Segmenter, segmenter_for
 from segkit.postprocess import PostProcessing
 from segkit.progress import Progress
 from segkit.resize import resize_probabilities
@@ -281,9 +281,6 @@ def predict_volumes(
     _check_volume_mapping(model)
     changes = {"threshold": threshold, "tta": tta, "postprocess": postprocess}
     made = {"axis": axis, "batch_size": batch_size, "overlays": overlays}
-    if engine == "ray":
-        loader = model_loader(model, weights, random_weights, precision, defaults, changes)
-        return _predict_on_ray(loader, cases, out, made, ray, overwrite, progress)
     segmenter = segmenter_for(
         model,
         weights,
@@ -292,6 +289,8 @@ def predict_volumes(
         defaults=defaults,
         **changes,
     )
+    if engine == "ray":  # loaded here too, so that a bad spec fails here, in one line
+        return _predict_on_ray(segmenter, cases, out, made, ray, overwrite, progress)
     out = check_writable(out)
     return [
         _write_volume(segmenter, name, paths, out, progress=progress, **made)
@@ -328,14 +327,15 @@ def _write_volume(
     return mask_path
 
 
-def _predict_volume(segmenter: Segmenter, unit: dict) -> str:
-    """The ray engine's work on one volume; returns the model's name, for the summary."""
+def _predict_volume(segmenter: Segmenter, unit: dict) -> None:
+    """The ray engine's work on one volume."""
     paths = [Path(p) for p in unit["paths"]]
     _write_volume(segmenter, unit["name"], paths, Path(unit["out"]), **unit["made"])
-    return segmenter.name
 
 
-def _predict_on_ray(loader, cases: dict, out, made: dict, ray, overwrite, progress) -> list[Path]:
+def _predict_on_ray(
+    segmenter: Segmenter, cases: dict, out, made: dict, ray, overwrite, progress
+) -> list[Path]:
     """`predict_volumes` on the ray engine: a volume per unit, complete volumes skipped."""
     out = check_writable(out).resolve()
     names = list(cases)
@@ -354,7 +354,7 @@ def _predict_on_ray(loader, cases: dict, out, made: dict, ray, overwrite, progre
     ]
     outcomes, run = ray_engine.map_units(
         units,
-        loader,
+        segmenter.loader(),
         _predict_volume,
         ray or ray_engine.RayOptions(),
         what="volumes",
@@ -363,8 +363,9 @@ def _predict_on_ray(loader, cases: dict, out, made: dict, ray, overwrite, progre
     inputs = [cases[name][0] for name in names]
     records = ray_engine.file_records(inputs, masks, todo, outcomes)
     ray_engine.remove_leftovers(out)
-    model = next((o["result"] for o in outcomes if o["status"] == "done"), None)
-    summary = ray_engine.write_summary(out / ray_engine.SUMMARY_FILE, run, records, model=model)
+    summary = ray_engine.write_summary(
+        out / ray_engine.SUMMARY_FILE, run, records, model=segmenter.name
+    )
     ray_engine.check_failures(summary, out / ray_engine.SUMMARY_FILE)
     return masks
 
