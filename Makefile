@@ -18,7 +18,7 @@ $(VENV)/.demo-installed: pyproject.toml constraints/ci.txt | $(BIN)/python
 	touch $@
 
 $(VENV)/.test-installed: pyproject.toml constraints/ci.txt | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -c constraints/ci.txt -e ".[tensorflow,torch,jax,export,volumes,dev,docs]"
+	$(BIN)/python -m pip install --quiet -c constraints/ci.txt -e ".[tensorflow,torch,jax,export,volumes,ray,dev,docs]"
 	touch $@ $(VENV)/.demo-installed
 
 install-demo: $(VENV)/.demo-installed

@@ -22,12 +22,14 @@ PAGE = ROOT / "docs" / "structure.md"
 LAYERS = (
     (
         "foundations",
-        "files written atomically, plugin registries, progress lines, the backend, resizing, "
-        "sliding windows, mask values and their post-processing",
+        "files written atomically, plugin registries, progress lines, per-file work on a Ray "
+        "actor pool, the backend, resizing, sliding windows, mask values and their "
+        "post-processing",
         (
             "segkit._io",
             "segkit._plugins",
             "segkit.progress",
+            "segkit.ray_engine",
             "segkit.backend",
             "segkit.environment",
             "segkit.resize",
@@ -104,6 +106,10 @@ This page is generated from the source by `docs/scripts/module_map.py`;
 - **evaluate** (`segkit evaluate`, `segkit.evaluate`): `reports.evaluate` makes the same masks
   as predict (or reads masks made elsewhere), scores each against its truth with
   `evaluation.score` and summarises per image, pooled and per label.
+- **on a Ray cluster** (`--engine ray`, `engine="ray"`): predict and evaluate hand their files
+  to `ray_engine.map_units`, which runs the same per-file work (`inference.write_prediction`,
+  the volume's, the scores) on Ray Data actors that each load the model once; the driver
+  collects statuses, timings and scores.
 """
 
 

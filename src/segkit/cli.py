@@ -173,6 +173,65 @@ _precision_option = click.option(
 )
 
 
+def _engine_options(function):
+    """--engine and the Ray cluster's options; the command gets ``engine`` and ``ray``."""
+    options = [
+        click.option(
+            "--engine",
+            type=click.Choice(["local", "ray"]),
+            default="local",
+            show_default=True,
+            help="Where the work runs: here, or on a Ray cluster (pip install 'segkit[ray]').",
+        ),
+        click.option(
+            "--address",
+            default=None,
+            help="Ray: the cluster to join, auto or HOST:PORT [default: a local Ray runtime].",
+        ),
+        click.option(
+            "--workers",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Ray: workers, each loading the model once [default: one per CPU].",
+        ),
+        click.option(
+            "--cpus-per-worker",
+            type=click.FloatRange(min=0, min_open=True),
+            default=1.0,
+            show_default=True,
+            help="Ray: CPUs reserved for each worker.",
+        ),
+        click.option(
+            "--gpus-per-worker",
+            type=click.FloatRange(min=0),
+            default=0.0,
+            show_default=True,
+            help="Ray: GPUs reserved for each worker.",
+        ),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _ray_options(options: dict):
+    """Pop the engine's options: the engine, and its `segkit.ray_engine.RayOptions` (None for
+    the local engine, which refuses them). Fails at once when Ray is missing."""
+    engine = options.pop("engine")
+    cluster = {k: options.pop(k) for k in ("address", "workers")}
+    sizes = {k: options.pop(k) for k in ("cpus_per_worker", "gpus_per_worker")}
+    if engine == "local":
+        given = [k for k, v in cluster.items() if v is not None]
+        given += [k for k, v in sizes.items() if v != (1.0 if k.startswith("cpus") else 0.0)]
+        if given:
+            raise click.UsageError(f"--{given[0].replace('_', '-')} is for --engine ray")
+        return engine, None
+    from segkit.ray_engine import RayOptions, require_ray
+
+    require_ray()
+    return engine, RayOptions(**cluster, **sizes)
+
+
 def _model_options(function):
     """--model and --weights, shared by the commands that run a model."""
     function = click.option(
@@ -407,11 +466,13 @@ def _class_options(function):
     default=None,
     help="A value of the true label maps, e.g. 255, whose pixels are not scored.",
 )
+@_engine_options
 @click.option("--quiet", is_flag=True, help="No progress output.")
 def evaluate(model, weights, predictions, data_dir, out, quiet, defaults, **options):
     """Score a model, or predicted masks, against true masks; print a table."""
     if model is None and predictions is None:
         raise click.UsageError("give --model or --predictions")
+    options["engine"], options["ray"] = _ray_options(options)
     settings = {k: options.pop(k) for k in ("threshold", "tta", "postprocess")}
     if predictions is not None and (not defaults or any(v is not None for v in settings.values())):
         given = [f"--{k}" for k, v in settings.items() if v is not None]
@@ -464,10 +525,20 @@ def evaluate(model, weights, predictions, data_dir, out, quiet, defaults, **opti
     type=click.IntRange(0, 2),
     help="Volumes: the voxel axis to segment slices along [default: the axial axis].",
 )
+@_engine_options
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Ray: redo outputs that exist complete [default: skip them; local always writes].",
+)
 @click.option("--quiet", is_flag=True, help="No progress output.")
 def predict(model, weights, inputs, out, quiet, axis, **options):
     """Segment image files or folders, or volumes (NIfTI files, DICOM series folders, folders
-    of NIfTI files); writes <name>_mask.png per image, <name>_mask.nii.gz per volume."""
+    of NIfTI files); writes <name>_mask.png per image, <name>_mask.nii.gz per volume.
+
+    --engine ray spreads the files over the workers of a Ray cluster, skips those whose
+    outputs exist complete and writes each file's status and time to ray-summary.json."""
+    options["engine"], options["ray"] = _ray_options(options)
     _check_paths(("--model", model), *(("input", i) for i in inputs))
     from segkit.data.volumes import is_volume_input
 
@@ -480,6 +551,7 @@ def predict(model, weights, inputs, out, quiet, axis, **options):
 
     written = run_prediction(model, inputs, out, weights=weights, progress=not quiet, **options)
     click.echo(f"{_count(len(written), 'mask')} written to {out}")
+    _say_summary(options["engine"], out)
 
 
 def _count(number: int, thing: str) -> str:
@@ -513,8 +585,19 @@ def _predict_volumes(model, weights, inputs, out, quiet, axis, options) -> None:
         random_weights=options["random_weights"],
         precision=options["precision"],
         progress=not quiet,
+        engine=options["engine"],
+        ray=options["ray"],
+        overwrite=options["overwrite"],
     )
     click.echo(f"{_count(len(written), 'volume mask')} written to {out}")
+    _say_summary(options["engine"], out)
+
+
+def _say_summary(engine: str, out: str) -> None:
+    if engine == "ray":
+        from segkit.ray_engine import SUMMARY_FILE
+
+        click.echo(f"each file's status and time: {Path(out) / SUMMARY_FILE}")
 
 
 @cli.command()

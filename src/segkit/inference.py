@@ -29,6 +29,7 @@ Resizing lives in `segkit.resize`, thresholding in `segkit.masks`, pictures in
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import warnings
@@ -38,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segkit import data
+from segkit import data, ray_engine
 from segkit._io import check_writable, write_json
 from segkit.data.classes import Regions, default_names
 from segkit.data.intensity import IntensityRange
@@ -200,6 +201,9 @@ class Segmenter:
             channel each, where the model records them (run folders); None otherwise.
         stored: the inference defaults stored with the model (shipped weights, a tuned run
             folder, an ONNX file exported from either), whether or not they apply.
+        source: the `load_model` arguments that loaded it (spec, weights, random_weights,
+            precision), so that other processes can load it again (`loader`); None for a
+            segmenter made in Python.
     """
 
     run: object
@@ -212,6 +216,7 @@ class Segmenter:
     class_names: tuple[str, ...] | None = None
     regions: Regions | None = None
     stored: InferenceSettings = InferenceSettings()
+    source: dict | None = None
 
     @property
     def threshold(self) -> float:
@@ -224,6 +229,22 @@ class Segmenter:
         current settings."""
         base = self.settings if defaults else InferenceSettings()
         return replace(self, settings=base.replace(**changes))
+
+    def loader(self) -> functools.partial:
+        """A picklable function that loads this model again, with these settings, in another
+        process (a Ray worker).
+
+        Raises:
+            ValueError: a segmenter `load_model` did not load.
+        """
+        if self.source is None:
+            raise ValueError(
+                f"{self.name} was made in Python, not loaded from a model spec: engine 'ray' "
+                "loads the model on each worker, so give a spec (name, run folder, file)"
+            )
+        return functools.partial(
+            load_model, **self.source, defaults=False, **self.settings.to_dict()
+        )
 
     def unusual(self, image: np.ndarray) -> str | None:
         """How a ``uint8`` image lies outside the training images' intensities, or None."""
@@ -392,6 +413,14 @@ def load_model(
     segmenter.settings = (segmenter.settings if defaults else InferenceSettings()).replace(
         **changes
     )
+    # Absolute, so that a worker whose folder differs finds the same file.
+    where = str(Path(spec).resolve()) if names_a_path(spec) else str(spec)
+    segmenter.source = {
+        "spec": where,
+        "weights": weights,
+        "random_weights": random_weights,
+        "precision": precision,
+    }
     return segmenter
 
 
@@ -668,6 +697,9 @@ def predict(
     random_weights: bool = False,
     progress: bool = False,
     precision: str = "float32",
+    engine: str = "local",
+    ray: ray_engine.RayOptions | None = None,
+    overwrite: bool = False,
 ) -> list[Path]:
     """Segment image files and write a mask PNG per image at the image's original size.
 
@@ -686,7 +718,7 @@ def predict(
         postprocess: post-processing rules (`segkit.postprocess.PostProcessing` or its text,
             e.g. ``"largest,fill-holes"``); None takes the model's.
         defaults: False ignores the model's stored inference defaults (see `load_model`).
-        batch_size: images per forward pass.
+        batch_size: images per forward pass (the ray engine runs each image on its own).
         probabilities: also write ``<name>_prob.png``, the probability scaled to 0-255
             (multi-class: ``<name>_prob_<class>.png`` per foreground class).
         overlays: also write ``<name>_overlay.png``: the image with the predicted outline in
@@ -699,13 +731,23 @@ def predict(
             testing a pipeline; the masks mean nothing).
         progress: show the count, rate and time left on standard error.
         precision: ``"bfloat16"`` runs a Keras model in bfloat16 (see `load_model`).
+        engine: ``"local"`` runs here; ``"ray"`` runs on a Ray cluster (`segkit.ray_engine`),
+            each worker loading the model once, and writes ``ray-summary.json`` (each file's
+            status and time) to ``out``.
+        ray: the cluster and worker pool of the ray engine (`segkit.ray_engine.RayOptions`;
+            default: a local Ray runtime, a worker per core).
+        overwrite: the ray engine skips images whose mask exists (it is written last, so a
+            mask means the image's outputs are complete) unless this is True; the local engine
+            always writes.
 
     Returns:
-        The mask files written.
+        The mask files written (the ray engine: also those skipped as complete).
     """
     changes = {"threshold": threshold, "tta": tta, "postprocess": postprocess}
     InferenceSettings().replace(**changes)  # a bad setting fails before any work
+    ray_engine.check_engine(engine)
     files = image_files(inputs)
+    options = {"probabilities": probabilities, "overlays": overlays, "true_masks": true_masks}
     segmenter = segmenter_for(
         model,
         weights,
@@ -714,6 +756,8 @@ def predict(
         defaults=defaults,
         **changes,
     )
+    if engine == "ray":  # loaded here too, so that a bad spec fails here, in one line
+        return _predict_on_ray(segmenter, files, out, options, ray, overwrite, progress)
     out = check_writable(out)
     written = []
     note(f"predict: {segmenter.cost()}", enabled=progress)
@@ -723,37 +767,95 @@ def predict(
         shown.update()
         if why := segmenter.unusual(image):
             flagged.append((path.name, why))
-        mask = segmenter.to_mask(probs)
-        mask_path = out / f"{path.stem}_mask.png"
-        if probs.shape[-1] == 1 and not segmenter.regions:
-            write_png(mask_path, (mask * 255).astype(np.uint8))
-        else:
-            write_label_png(mask_path, mask)
-        written.append(mask_path)
-        names = _class_names(segmenter, probs.shape[-1])
-        if probabilities and names is None:
-            write_png(out / f"{path.stem}_prob.png", np.rint(probs[..., 0] * 255).astype(np.uint8))
-        elif probabilities:
-            # Each region's channel, or each foreground class's.
-            named = segmenter.regions.names if segmenter.regions else names[1:]
-            first = 0 if segmenter.regions else 1
-            for k, name in enumerate(named, start=first):
-                scaled = np.rint(probs[..., k] * 255).astype(np.uint8)
-                write_png(out / f"{path.stem}_prob_{name}.png", scaled)
-        if overlays:
-            true = None
-            found = true_masks and find_image_file(Path(true_masks), [f"{path.stem}_mask"])
-            if found:
-                # Label maps are read as such; binary masks (also those a tumour-type model
-                # learnt from, whose class comes from a label file) as binary.
-                label_maps = names is not None and segmenter.prep.class_source == "mask"
-                true = data.read_mask_file(found, len(names) if label_maps else None)
-                if names is not None and not label_maps:
-                    true = true.astype(bool)
-            if names is None:
-                picture = overlay(image, mask, true, legend=True)
-            else:
-                picture = label_overlay(image, mask, names, true)
-            write_png(out / f"{path.stem}_overlay.png", picture)
+        written.append(write_prediction(segmenter, path, image, probs, out, **options))
     warn_unusual(segmenter, flagged, len(files))
     return written
+
+
+def write_prediction(
+    segmenter: Segmenter,
+    path: Path,
+    image: np.ndarray,
+    probs: np.ndarray,
+    out: Path,
+    *,
+    probabilities: bool = False,
+    overlays: bool = False,
+    true_masks: str | Path | None = None,
+) -> Path:
+    """Write one image's outputs (see `predict`) from its probabilities at its own size; the
+    mask last, so that a mask on disk means the image is done. Returns the mask file."""
+    mask = segmenter.to_mask(probs)
+    names = _class_names(segmenter, probs.shape[-1])
+    if probabilities and names is None:
+        write_png(out / f"{path.stem}_prob.png", np.rint(probs[..., 0] * 255).astype(np.uint8))
+    elif probabilities:
+        # Each region's channel, or each foreground class's.
+        named = segmenter.regions.names if segmenter.regions else names[1:]
+        first = 0 if segmenter.regions else 1
+        for k, name in enumerate(named, start=first):
+            scaled = np.rint(probs[..., k] * 255).astype(np.uint8)
+            write_png(out / f"{path.stem}_prob_{name}.png", scaled)
+    if overlays:
+        true = None
+        found = true_masks and find_image_file(Path(true_masks), [f"{path.stem}_mask"])
+        if found:
+            # Label maps are read as such; binary masks (also those a tumour-type model
+            # learnt from, whose class comes from a label file) as binary.
+            label_maps = names is not None and segmenter.prep.class_source == "mask"
+            true = data.read_mask_file(found, len(names) if label_maps else None)
+            if names is not None and not label_maps:
+                true = true.astype(bool)
+        if names is None:
+            picture = overlay(image, mask, true, legend=True)
+        else:
+            picture = label_overlay(image, mask, names, true)
+        write_png(out / f"{path.stem}_overlay.png", picture)
+    mask_path = out / f"{path.stem}_mask.png"
+    if probs.shape[-1] == 1 and not segmenter.regions:
+        write_png(mask_path, (mask * 255).astype(np.uint8))
+    else:
+        write_label_png(mask_path, mask)  # a palette PNG: class indices that a viewer shows
+    return mask_path
+
+
+def _predict_image(segmenter: Segmenter, unit: dict) -> str | None:
+    """The ray engine's work on one image: writes its outputs; returns how it looks unlike the
+    training images, or None."""
+    path = Path(unit["path"])
+    [(_, image, probs)] = segmenter.probabilities([path])
+    write_prediction(segmenter, path, image, probs, Path(unit["out"]), **unit["options"])
+    return segmenter.unusual(image)
+
+
+def _predict_on_ray(segmenter, files, out, options, ray, overwrite, progress) -> list[Path]:
+    """`predict` on the ray engine: an image per unit, complete masks skipped."""
+    out = check_writable(out).resolve()
+    masks = [out / f"{Path(f).stem}_mask.png" for f in files]
+    todo = [i for i, mask in enumerate(masks) if overwrite or not mask.is_file()]
+    if options["true_masks"] is not None:
+        options = {**options, "true_masks": str(Path(options["true_masks"]).resolve())}
+    units = [
+        {"path": str(Path(files[i]).resolve()), "out": str(out), "options": options} for i in todo
+    ]
+    outcomes, run = ray_engine.map_units(
+        units,
+        segmenter.loader(),
+        _predict_image,
+        ray or ray_engine.RayOptions(),
+        what="images",
+        progress=progress,
+    )
+    records = ray_engine.file_records(files, masks, todo, outcomes)
+    ray_engine.remove_leftovers(out)
+    summary = ray_engine.write_summary(
+        out / ray_engine.SUMMARY_FILE, run, records, model=segmenter.name
+    )
+    flagged = [
+        (Path(files[i]).name, o["result"])
+        for i, o in zip(todo, outcomes)
+        if o["status"] == "done" and o["result"]
+    ]
+    warn_unusual(segmenter, flagged, len(todo))
+    ray_engine.check_failures(summary, out / ray_engine.SUMMARY_FILE)
+    return masks

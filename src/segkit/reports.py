@@ -54,7 +54,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segkit import data, evaluation
+from segkit import data, evaluation, ray_engine
 from segkit._io import write_json
 from segkit.data.classes import Regions, parse_regions
 from segkit.data.samples import find_image_file
@@ -88,6 +88,8 @@ def evaluate(
     classes: str | list[str] | None = None,
     regions: str | dict | Regions | None = None,
     ignore_index: int | None = None,
+    engine: str = "local",
+    ray: ray_engine.RayOptions | None = None,
 ) -> dict:
     """Score a model (or a folder of predicted masks) on a data folder.
 
@@ -120,12 +122,18 @@ def evaluate(
             the model (or the predictions folder) gives; a model trained on regions scores its
             own without it.
         ignore_index: a value of the true label maps (e.g. 255) whose pixels are not scored.
+        engine: ``"local"`` runs here; ``"ray"`` makes and scores the masks on the workers of
+            a Ray cluster (`segkit.ray_engine`: a batch of images or a volume each), and sums
+            them up here into the same report. Needs a model spec or a `Segmenter` from
+            `segkit.load_model`; masks made elsewhere (``predictions``) are scored here.
+        ray: the cluster and worker pool of the ray engine (`segkit.ray_engine.RayOptions`).
 
     Returns:
         The report; see the module docstring for its keys.
     """
     if (model is None) == (predictions is None):
         raise ValueError("give either a model or a predictions folder, not both or neither")
+    ray_engine.check_engine(engine)
     if at_model_size and predictions is not None:
         raise ValueError("at_model_size needs a model; predictions are scored at their own size")
     samples = data.find_samples(data_dir, layout=layout, on_problem=on_problem)
@@ -155,11 +163,20 @@ def evaluate(
         )
         source = model.name
     volume_scores: list[dict] = []
-    if samples and samples[0].layout == "volumes":  # slices of volumes: read a volume at a time
+    on_volumes = bool(samples) and samples[0].layout == "volumes"
+    if on_volumes:  # slices of volumes: read a volume at a time
         if at_model_size:
             raise ValueError("at_model_size: volumes are scored at their own voxels")
         if regions is not None:
             raise ValueError("regions: volumes are scored by their classes, not by regions")
+    on_ray = engine == "ray" and predictions is None  # masks made elsewhere are scored here
+    if on_ray:
+        scoring = {"threshold": threshold, "at_model_size": at_model_size, "classes": found}
+        scoring.update(regions=regions, ignore_index=ignore_index, batch_size=batch_size)
+        scored, by_class = _score_on_ray(
+            model, samples, on_volumes, scoring, ray, progress, flagged, volume_scores
+        )
+    elif on_volumes:
         pairs = volume_pairs(
             samples,
             volume_scores,
@@ -170,21 +187,15 @@ def evaluate(
             classes=found,
             ignore_index=ignore_index,
         )
-    shown = Progress(len(samples), "images", "evaluate", enabled=progress)
-    scored, by_class = [], []
-    for sample, predicted, true in pairs:
-        if ignore_index is not None:  # unlabelled pixels: background in both, never scored
-            unlabelled = true == ignore_index
-            predicted, true = np.where(unlabelled, 0, predicted), np.where(unlabelled, 0, true)
-        if found is None:
-            scored.append((sample, evaluation.score(predicted, true)))
-        elif regions is not None:
-            by_class.append(_score_regions(predicted, true, regions))
-            scored.append((sample, _mean_over_classes(by_class[-1])))
-        else:
-            by_class.append(evaluation.score_classes(predicted, true, found.names))
-            scored.append((sample, _mean_over_classes(by_class[-1])))
-        shown.update()
+    if not on_ray:
+        shown = Progress(len(samples), "images", "evaluate", enabled=progress)
+        scored, by_class = [], []
+        for sample, predicted, true in pairs:
+            scores, class_scores = _score_pair(predicted, true, found, regions, ignore_index)
+            scored.append((sample, scores))
+            if class_scores is not None:
+                by_class.append(class_scores)
+            shown.update()
     if predictions is None:
         warn_unusual(model, flagged, len(samples))
     report = {
@@ -231,6 +242,96 @@ def evaluate(
     if out is not None:
         write_json(out, report)
     return report
+
+
+def _score_pair(predicted, true, classes, regions, ignore_index) -> tuple[dict, dict | None]:
+    """One image's flat scores, and its per-class (or per-region) scores of label maps."""
+    if ignore_index is not None:  # unlabelled pixels: background in both, never scored
+        unlabelled = true == ignore_index
+        predicted, true = np.where(unlabelled, 0, predicted), np.where(unlabelled, 0, true)
+    if classes is None:
+        return evaluation.score(predicted, true), None
+    if regions is not None:
+        class_scores = _score_regions(predicted, true, regions)
+    else:
+        class_scores = evaluation.score_classes(predicted, true, classes.names)
+    return _mean_over_classes(class_scores), class_scores
+
+
+def _score_unit(segmenter: Segmenter, unit: dict) -> dict:
+    """The ray engine's work on a batch of images or a volume's slices: the scores of each
+    image (`_score_pair`), the volume's 3-D scores and the images unlike the training ones."""
+    samples, scoring = unit["samples"], unit["scoring"]
+    volume_scores, flagged = [], []
+    classes, ignore_index = scoring["classes"], scoring["ignore_index"]
+    if unit["volume"]:
+        pairs = volume_pairs(
+            samples,
+            volume_scores,
+            segmenter=segmenter,
+            threshold=scoring["threshold"],
+            batch_size=scoring["batch_size"],
+            classes=classes,
+            ignore_index=ignore_index,
+        )
+    else:
+        pairs = _model_pairs(
+            segmenter,
+            samples,
+            scoring["threshold"],
+            scoring["at_model_size"],
+            scoring["batch_size"],
+            flagged,
+            classes,
+            ignore_index,
+        )
+    scores = [
+        _score_pair(predicted, true, classes, scoring["regions"], ignore_index)
+        for _, predicted, true in pairs
+    ]
+    return {"scores": scores, "volume_scores": volume_scores, "flagged": flagged}
+
+
+def _score_on_ray(segmenter, samples, on_volumes, scoring, ray, progress, flagged, volume_scores):
+    """`evaluate`'s masks and scores on the ray engine, a unit per volume or per batch of
+    images (the batches `_model_pairs` runs, so each forward pass is the local one); returns
+    ``scored`` and ``by_class`` as the local loop makes them, in the same order."""
+    if on_volumes:
+        cases: dict[str, list] = {}
+        for sample in samples:
+            cases.setdefault(sample.patient, []).append(sample)
+        groups = list(cases.values())
+    else:
+        size = scoring["batch_size"]
+        groups = [samples[start : start + size] for start in range(0, len(samples), size)]
+    units = [{"samples": g, "volume": on_volumes, "scoring": scoring} for g in groups]
+    outcomes, _ = ray_engine.map_units(
+        units,
+        segmenter.loader(),
+        _score_unit,
+        ray or ray_engine.RayOptions(),
+        sizes=[len(g) for g in groups],
+        what="images",
+        label="evaluate",
+        progress=progress,
+    )
+    failed = [(g, o) for g, o in zip(groups, outcomes) if o["status"] == "failed"]
+    if failed:
+        group, outcome = failed[0]
+        raise ValueError(
+            f"{len(failed)} of {len(units)} units failed on the ray engine (first, from "
+            f"{group[0].image}: {outcome['error']})"
+        )
+    scored, by_class = [], []
+    for group, outcome in zip(groups, outcomes):
+        result = outcome["result"]
+        for sample, (scores, class_scores) in zip(group, result["scores"]):
+            scored.append((sample, scores))
+            if class_scores is not None:
+                by_class.append(class_scores)
+        volume_scores.extend(result["volume_scores"])
+        flagged.extend(result["flagged"])
+    return scored, by_class
 
 
 def _select(samples, manifest, subset):

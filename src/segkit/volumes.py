@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from segkit import evaluation
+from segkit import evaluation, ray_engine
 from segkit._io import check_writable, write_json
 from segkit.data import volume_layout, volumes
 from segkit.data.classes import Classes, default_names
@@ -231,6 +231,9 @@ def predict_volumes(
     random_weights: bool = False,
     progress: bool = False,
     precision: str = "float32",
+    engine: str = "local",
+    ray: ray_engine.RayOptions | None = None,
+    overwrite: bool = False,
 ) -> list[Path]:
     """Segment NIfTI files, DICOM series folders and folders of NIfTI files; write a NIfTI
     label map per volume.
@@ -259,18 +262,25 @@ def predict_volumes(
         random_weights: allow a bare registry name (untrained weights; for testing).
         progress: show the count, rate and time left on standard error.
         precision: ``"bfloat16"`` runs a Keras model in bfloat16 (see `segkit.inference`).
+        engine: ``"local"`` runs here; ``"ray"`` segments each volume on a worker of a Ray
+            cluster (`segkit.ray_engine`) and writes ``ray-summary.json`` to ``out``.
+        ray: the cluster and worker pool of the ray engine (`segkit.ray_engine.RayOptions`).
+        overwrite: the ray engine skips volumes whose ``<name>_mask.json`` exists (it is
+            written last) unless this is True; the local engine always writes.
 
     Returns:
-        The mask files written.
+        The mask files written (the ray engine: also those skipped as complete).
 
     Raises:
         FileNotFoundError: an input that does not exist.
         ValueError: two volumes of the same name (their masks would overwrite each other).
         segkit.data.DataError: an input that is not a readable volume (the message names it).
     """
+    ray_engine.check_engine(engine)
     cases = volume_inputs(inputs)
     _check_volume_mapping(model)
     changes = {"threshold": threshold, "tta": tta, "postprocess": postprocess}
+    made = {"axis": axis, "batch_size": batch_size, "overlays": overlays}
     segmenter = segmenter_for(
         model,
         weights,
@@ -279,25 +289,86 @@ def predict_volumes(
         defaults=defaults,
         **changes,
     )
+    if engine == "ray":  # loaded here too, so that a bad spec fails here, in one line
+        return _predict_on_ray(segmenter, cases, out, made, ray, overwrite, progress)
     out = check_writable(out)
-    written = []
     note(f"predict: {segmenter.cost('slice')}", enabled=progress)
-    for name, paths in cases.items():
-        volume = volumes.stack_modalities([volumes.read_volume(path) for path in paths])
-        segmented = segment_volume(
-            segmenter, volume, axis=axis, batch_size=batch_size, progress=progress
-        )
-        axis_used = segmented.slicing.axis
-        mask_path = out / f"{name}_mask.nii.gz"
-        low, high = volumes.PERCENTILES
-        description = f"segkit labels; axis {axis_used}; intensity p{low}-p{high} to 0-255"
-        volumes.write_labels(mask_path, segmented.labels, volume, description)
-        written.append(mask_path)
-        picture = montage(segmented) if overlays else None
-        if picture is not None:
-            write_png(out / f"{name}_montage.png", picture)
-        write_json(out / f"{name}_mask.json", _record(paths, segmenter, segmented, volume))
-    return written
+    return [
+        _write_volume(segmenter, name, paths, out, progress=progress, **made)
+        for name, paths in cases.items()
+    ]
+
+
+def _write_volume(
+    segmenter: Segmenter,
+    name: str,
+    paths: list[Path],
+    out: Path,
+    *,
+    axis: int | None,
+    batch_size: int,
+    overlays: bool,
+    progress: bool = False,
+) -> Path:
+    """Segment one volume and write its outputs (see `predict_volumes`), the JSON record
+    last; returns the mask file."""
+    volume = volumes.stack_modalities([volumes.read_volume(path) for path in paths])
+    segmented = segment_volume(
+        segmenter, volume, axis=axis, batch_size=batch_size, progress=progress
+    )
+    axis_used = segmented.slicing.axis
+    mask_path = out / f"{name}_mask.nii.gz"
+    low, high = volumes.PERCENTILES
+    description = f"segkit labels; axis {axis_used}; intensity p{low}-p{high} to 0-255"
+    volumes.write_labels(mask_path, segmented.labels, volume, description)
+    picture = montage(segmented) if overlays else None
+    if picture is not None:
+        write_png(out / f"{name}_montage.png", picture)
+    write_json(out / f"{name}_mask.json", _record(paths, segmenter, segmented, volume))
+    return mask_path
+
+
+def _predict_volume(segmenter: Segmenter, unit: dict) -> None:
+    """The ray engine's work on one volume."""
+    paths = [Path(p) for p in unit["paths"]]
+    _write_volume(segmenter, unit["name"], paths, Path(unit["out"]), **unit["made"])
+
+
+def _predict_on_ray(
+    segmenter: Segmenter, cases: dict, out, made: dict, ray, overwrite, progress
+) -> list[Path]:
+    """`predict_volumes` on the ray engine: a volume per unit, complete volumes skipped."""
+    out = check_writable(out).resolve()
+    names = list(cases)
+    masks = [out / f"{name}_mask.nii.gz" for name in names]
+    todo = [
+        i for i, name in enumerate(names) if overwrite or not (out / f"{name}_mask.json").is_file()
+    ]
+    units = [
+        {
+            "name": names[i],
+            "paths": [str(Path(p).resolve()) for p in cases[names[i]]],
+            "out": str(out),
+            "made": made,
+        }
+        for i in todo
+    ]
+    outcomes, run = ray_engine.map_units(
+        units,
+        segmenter.loader(),
+        _predict_volume,
+        ray or ray_engine.RayOptions(),
+        what="volumes",
+        progress=progress,
+    )
+    inputs = [cases[name][0] for name in names]
+    records = ray_engine.file_records(inputs, masks, todo, outcomes)
+    ray_engine.remove_leftovers(out)
+    summary = ray_engine.write_summary(
+        out / ray_engine.SUMMARY_FILE, run, records, model=segmenter.name
+    )
+    ray_engine.check_failures(summary, out / ray_engine.SUMMARY_FILE)
+    return masks
 
 
 def volume_inputs(inputs: Iterable[str | Path]) -> dict[str, list[Path]]:
