@@ -417,3 +417,20 @@ def test_page_opens_in_chromium_without_errors(name, request, browser):
     assert numbers == sorted(numbers)
     page.close()
     assert problems == [] and outside == []
+
+
+def test_lgg_slices_are_grouped_by_patient(lgg_root, tmp_path):
+    """The LGG layout has no tumour types: its cases are grouped by patient."""
+    patients = sorted(p.name for p in lgg_root.iterdir() if p.is_dir())[:2]
+    for patient in patients:
+        (tmp_path / "lgg" / patient).mkdir(parents=True)
+        for number in (12, 14):
+            for suffix in ("", "_mask"):
+                name = f"{patient}_{number}{suffix}.tif"
+                shutil.copy(lgg_root / patient / name, tmp_path / "lgg" / patient / name)
+    pictures = Thumbnails()
+    report = evaluate(BRIGHT, tmp_path / "lgg", thumbnails=pictures)
+    tree = _tree(report_page.render_page(report, thumbnails=pictures))
+    options = [o.get("value") for o in tree.findall(".//select[@id='group-filter']/option")]
+    assert options == ["", *patients]
+    assert {c.get("data-group") for c in tree.findall(".//article")} == set(patients)

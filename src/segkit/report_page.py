@@ -105,7 +105,11 @@ def render_page(
         record, kind = run_record(source), "run"
     else:
         record, kind = read_report(source), "evaluation"
-    pictures = _Pictures(out, assets)
+    # A report's thumbnails folder, when relative, may be relative to the report's own folder.
+    base = (
+        None if isinstance(source, dict) else Path(source) if kind == "run" else Path(source).parent
+    )
+    pictures = _Pictures(out, assets, base)
     if kind == "run":
         test = record.get("test")
         view = {
@@ -184,8 +188,9 @@ def run_record(run_dir: str | Path) -> dict:
 class _Pictures:
     """Where the page's pictures come from and how it refers to them."""
 
-    def __init__(self, out: str | Path, assets: str | Path | None):
+    def __init__(self, out: str | Path, assets: str | Path | None, source: Path | None = None):
         self.base = Path(out).resolve().parent
+        self.source_folder = source
         self.assets = None if assets is None else Path(assets)
         if self.assets is not None:
             self.assets.mkdir(parents=True, exist_ok=True)
@@ -195,6 +200,9 @@ class _Pictures:
         if thumbnails is not None:
             return thumbnails, None
         folder = report.get("thumbnails")
+        if folder and not Path(folder).is_dir() and self.source_folder is not None:
+            if (self.source_folder / folder).is_dir():
+                folder = str(self.source_folder / folder)
         if folder and Path(folder).is_dir():
             return Thumbnails(folder), None
         if folder:
@@ -246,7 +254,7 @@ def _evaluation_view(
         "summary": _summary_rows(report, pointer),
         "settings": _settings(report, pointer),
         "volumes": volumes,
-        "group_name": "volume" if volumes else ("tumour type" if groups else None),
+        "group_name": _group_name(report) if groups else None,
         "groups": groups,
         "classes": list(report.get("classes", {})),
         "distribution_plot": _data_uri(_png(_distribution_figure(report)), "image/png"),
@@ -281,18 +289,28 @@ def _worst_first(images: list[dict]) -> list[int]:
     )
 
 
-def _group_of(report: dict, entry: dict) -> str:
+def _group_name(report: dict) -> str:
+    """What the page groups cases by: each volume of a volume report, else the tumour types
+    (labels) where the data has them, else the patients where it knows them."""
     if report.get("volumes"):
-        return entry.get("patient") or ""
-    return entry.get("label") or ""
+        return "volume"
+    if report.get("by_label"):
+        return "tumour type"
+    return "patient"
+
+
+def _group_of(report: dict, entry: dict) -> str:
+    key = "label" if _group_name(report) == "tumour type" else "patient"
+    return entry.get(key) or ""
 
 
 def _groups(report: dict) -> list[str]:
-    """The groups a page filters by: each volume of a volume report, else the tumour types
-    (labels) where the data has them."""
+    """The groups of `_group_name`, in the report's order; none when it knows no groups."""
     if report.get("volumes"):
         return [v["case"] for v in report["volumes"]]
-    return list(report.get("by_label", {}))
+    if report.get("by_label"):
+        return list(report["by_label"])
+    return list(dict.fromkeys(e["patient"] for e in report["images"] if e.get("patient")))
 
 
 def _summary_rows(report: dict, pointer: str) -> list[dict]:
@@ -462,6 +480,11 @@ def _distribution_figure(report: dict):
         for name, summary in report.get("by_label", {}).items():
             values = [e["dice"] for e in images if e.get("label") == name]
             rows.append((f"{name} images", values, summary["dice_mean"]))
+        patients = _groups(report) if _group_name(report) == "patient" else []
+        if len(patients) <= 12:
+            for patient in patients:
+                values = [e["dice"] for e in images if e.get("patient") == patient]
+                rows.append((f"patient {patient}", values, None))
     figure = Figure(figsize=(8, 0.55 * len(rows) + 1.1), constrained_layout=True)
     axis = figure.subplots()
     jitter = np.random.default_rng(0)
