@@ -55,7 +55,10 @@ SLICES_PER_VOLUME = 3
 #: Cases listed in the page's table at most (the worst first); the report holds them all.
 TABLE_ROWS = 2000
 
-_COLOURS = list(OKABE_ITO.values())
+#: Colours of the plots' groups: Okabe-Ito, yellow last (it is faint on white).
+_COLOURS = [colour for name, colour in OKABE_ITO.items() if name != "yellow"] + [
+    OKABE_ITO["yellow"]
+]
 
 
 def write_page(
@@ -114,7 +117,7 @@ def render_page(
         test = record.get("test")
         view = {
             "kind": "run",
-            "title": f"Training run {Path(record['run']).name}",
+            "title": f"Training run: {Path(record['run']).name}",
             "run": _run_view(record),
             "evaluation": None if test is None else _evaluation_view(test, "/test", pictures),
         }
