@@ -42,7 +42,7 @@ from segkit._io import atomic_path
 from segkit.gallery import OKABE_ITO, PREDICTED_OUTLINE, TRUE_OUTLINE, Thumbnails
 from segkit.reports import REPORT_FORMAT, REPORT_FORMAT_VERSION, read_report
 from segkit.runs import RunFolder
-from segkit.visualize import CLASS_COLOURS, curves_figure
+from segkit.visualize import CLASS_COLOURS, class_colour, curves_figure
 from segkit.visualize import TRUE_OUTLINE as LABEL_TRUE_OUTLINE
 
 #: Case pictures embedded in a page at most (without ``assets``).
@@ -55,6 +55,8 @@ SLICES_PER_VOLUME = 3
 #: Cases listed in the page's table at most (the worst first); the report holds them all.
 TABLE_ROWS = 2000
 
+#: Colour of the plots' rows of all cases together.
+ALL_COLOUR = (90, 90, 90)
 #: Colours of the plots' groups: Okabe-Ito, yellow last (it is faint on white).
 _COLOURS = [colour for name, colour in OKABE_ITO.items() if name != "yellow"] + [
     OKABE_ITO["yellow"]
@@ -460,50 +462,53 @@ def _distribution_figure(report: dict):
     from matplotlib.figure import Figure
 
     images = report["images"]
-    rows: list[tuple[str, list[float], float | None]] = []
+    colour_of = _group_colours(report)
+    rows: list[tuple[str, list[float], float | None, tuple]] = []
     if report.get("volumes"):
-        rows.append(
-            (
-                "volumes (3-D)",
-                [v["dice"] for v in report["volumes"]],
-                report.get("volume_dice_mean"),
-            )
-        )
-        rows.append(("all slices", [e["dice"] for e in images], report["dice_mean"]))
+        volumes = [v["dice"] for v in report["volumes"]]
+        rows.append(("volumes (3-D)", volumes, report.get("volume_dice_mean"), ALL_COLOUR))
+        rows.append(("all slices", [e["dice"] for e in images], report["dice_mean"], ALL_COLOUR))
         if len(report["volumes"]) <= 12:
             for volume in report["volumes"]:
-                values = [e["dice"] for e in images if e.get("patient") == volume["case"]]
-                rows.append((f"slices of {volume['case']}", values, None))
+                case = volume["case"]
+                values = [e["dice"] for e in images if e.get("patient") == case]
+                rows.append((f"slices of {case}", values, None, colour_of[case]))
     else:
         label = "mean over classes" if "classes" in report else "all images"
-        rows.append((label, [e["dice"] for e in images], report["dice_mean"]))
-        for name, summary in report.get("classes", {}).items():
+        rows.append((label, [e["dice"] for e in images], report["dice_mean"], ALL_COLOUR))
+        for k, (name, summary) in enumerate(report.get("classes", {}).items(), start=1):
             values = [e["classes"][name]["dice"] for e in images]
-            rows.append((f"class {name}", values, summary["dice_mean"]))
+            rows.append((f"class {name}", values, summary["dice_mean"], class_colour(k)))
         for name, summary in report.get("by_label", {}).items():
             values = [e["dice"] for e in images if e.get("label") == name]
-            rows.append((f"{name} images", values, summary["dice_mean"]))
+            rows.append((f"{name} images", values, summary["dice_mean"], colour_of[name]))
         patients = _groups(report) if _group_name(report) == "patient" else []
         if len(patients) <= 12:
             for patient in patients:
                 values = [e["dice"] for e in images if e.get("patient") == patient]
-                rows.append((f"patient {patient}", values, None))
+                rows.append((f"patient {patient}", values, None, colour_of[patient]))
     figure = Figure(figsize=(8, 0.55 * len(rows) + 1.1), constrained_layout=True)
     axis = figure.subplots()
     jitter = np.random.default_rng(0)
-    for position, (_, values, mean) in enumerate(rows):
+    for position, (_, values, mean, rgb) in enumerate(rows):
         present = np.array([v for v in values if v is not None], dtype=float)
         spread = jitter.uniform(-0.18, 0.18, present.size)
-        colour = np.array(_COLOURS[position % len(_COLOURS)]) / 255
+        colour = np.array(rgb) / 255
         axis.scatter(present, position + spread, s=9, alpha=0.6, color=colour, linewidths=0)
         if mean is not None:
             axis.plot([mean, mean], [position - 0.32, position + 0.32], color="black", lw=2)
-    axis.set_yticks(range(len(rows)), [name for name, _, _ in rows])
+    axis.set_yticks(range(len(rows)), [row[0] for row in rows])
     axis.invert_yaxis()
     axis.set_xlim(-0.02, 1.02)
     axis.set_xlabel("Dice per case (black bar: the mean the report gives)")
     axis.grid(axis="x", alpha=0.3)
     return figure
+
+
+def _group_colours(report: dict) -> dict[str, tuple[int, int, int]]:
+    """One colour per group, the same in every plot; ``""`` (no group) gets `ALL_COLOUR`."""
+    colours = {group: _COLOURS[k % len(_COLOURS)] for k, group in enumerate(_groups(report))}
+    return colours or {"": ALL_COLOUR}
 
 
 def _size_plot(report: dict) -> dict:
@@ -514,10 +519,15 @@ def _size_plot(report: dict) -> dict:
     shown = [e for e in images if e["true_pixels"] > 0 and e["dice"] is not None]
     figure = Figure(figsize=(8, 3.6), constrained_layout=True)
     axis = figure.subplots()
-    groups = sorted({_group_of(report, e) for e in shown})
-    for position, group in enumerate(groups):
-        members = [e for e in shown if _group_of(report, e) == group]
-        colour = np.array(_COLOURS[position % len(_COLOURS)]) / 255
+    colour_of = _group_colours(report)
+    by_group: dict[str, list[dict]] = {}
+    for entry in shown:  # a group the report does not list (a partial volume): grey, "other"
+        group = _group_of(report, entry)
+        by_group.setdefault(group if group in colour_of else "other", []).append(entry)
+    groups = [g for g in [*colour_of, "other"] if g in by_group]
+    for group in groups:
+        members = by_group[group]
+        colour = np.array(colour_of.get(group, ALL_COLOUR)) / 255
         axis.scatter(
             [e["true_pixels"] for e in members],
             [e["dice"] for e in members],
