@@ -46,6 +46,7 @@ def test_wheel_carries_code_sample_weights_and_licence_notes(wheel):
         "segkit/sample/labels.csv",
         "segkit/sample/images/955.png",
         "segkit/sample/masks/955_mask.png",
+        "segkit/templates/page.html.j2",
         *(f"segkit/weights/{entry.filename}" for entry in weights.PRETRAINED.values()),
     ):
         assert required in names, required

@@ -53,8 +53,8 @@ LAYERS = (
     ),
     (
         "runs and pictures",
-        "a run's settings, folder and plan; overlays and curves",
-        ("segkit.runs", "segkit.planning", "segkit.visualize"),
+        "a run's settings, folder and plan; overlays, case pictures and curves",
+        ("segkit.runs", "segkit.planning", "segkit.visualize", "segkit.gallery"),
     ),
     (
         "jobs",
@@ -70,8 +70,8 @@ LAYERS = (
     ),
     (
         "reports",
-        "score a model and choose its inference settings; export it",
-        ("segkit.reports", "segkit.tuning", "segkit.exporting"),
+        "score a model and choose its inference settings; export it; a page to look at",
+        ("segkit.reports", "segkit.tuning", "segkit.exporting", "segkit.report_page"),
     ),
     ("demo", "the bundled sample, end to end", ("segkit.demo",)),
     ("command line", "a thin click layer over the API", ("segkit.cli",)),

@@ -467,8 +467,19 @@ def _class_options(function):
     help="A value of the true label maps, e.g. 255, whose pixels are not scored.",
 )
 @_engine_options
+@click.option(
+    "--html",
+    type=click.Path(),
+    help="Also write a page to look at: summary, distributions, the cases worst first.",
+)
+@click.option(
+    "--assets",
+    type=click.Path(),
+    help="Write a picture of each case here (named in the report), linked from the --html page "
+    "instead of embedded.",
+)
 @click.option("--quiet", is_flag=True, help="No progress output.")
-def evaluate(model, weights, predictions, data_dir, out, quiet, defaults, **options):
+def evaluate(model, weights, predictions, data_dir, out, quiet, defaults, html, assets, **options):
     """Score a model, or predicted masks, against true masks; print a table."""
     if model is None and predictions is None:
         raise click.UsageError("give --model or --predictions")
@@ -495,6 +506,11 @@ def evaluate(model, weights, predictions, data_dir, out, quiet, defaults, **opti
             **settings,
         )
 
+    thumbnails = None
+    if html or assets:  # drawn while the masks are in memory; kept there without --assets
+        from segkit.gallery import Thumbnails
+
+        thumbnails = Thumbnails(assets)
     report = run_evaluation(
         model,
         data_dir,
@@ -502,11 +518,35 @@ def evaluate(model, weights, predictions, data_dir, out, quiet, defaults, **opti
         weights=weights,
         predictions=predictions,
         progress=not quiet,
+        thumbnails=thumbnails,
         **options,
     )
     click.echo(format_table(report))
     if out:
         click.echo(f"report written to {out}")
+    if html:
+        from segkit.report_page import write_page
+
+        write_page(report, html, assets=assets, thumbnails=thumbnails)
+        click.echo(f"page written to {html}")
+
+
+@cli.command()
+@click.argument("source", type=click.Path())
+@click.option("--out", required=True, type=click.Path(), help="The HTML page to write.")
+@click.option(
+    "--assets",
+    type=click.Path(),
+    help="Write the case pictures here, linked from the page instead of embedded.",
+)
+def report(source, out, assets):
+    """Write one self-contained HTML page of an evaluation report (the JSON of `segkit evaluate
+    --out`) or of a training run folder (curves, config, and a test-split report inside it)."""
+    _check_paths(("SOURCE", source))
+    from segkit.report_page import write_page
+
+    write_page(source, out, assets=assets)
+    click.echo(f"page written to {out}")
 
 
 @cli.command()

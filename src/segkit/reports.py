@@ -20,6 +20,21 @@ The report (a dict, written as JSON) has these keys:
 ``model``          what produced the masks; ``data``: the data folder; ``threshold``
 =================  ===========================================================================
 
+Every report starts with ``"format": "segkit.evaluation"`` and ``"format_version"``
+(`REPORT_FORMAT_VERSION`); `read_report` refuses a file of another format or version. Version 2
+added the format keys themselves and, for people looking at the cases:
+
+* ``weights_sha256`` (the SHA-256 of the weights that made the masks: a run's ``best.keras``,
+  a ``.keras`` or ``.onnx`` file, or shipped weights; absent for masks made elsewhere),
+  ``precision``, ``manifest``, ``subset`` and ``segkit`` (the version that scored);
+* ``n_empty_predictions`` (nothing predicted where the truth holds foreground),
+  ``n_missed`` (truth holds foreground, the prediction has none of it: includes the empty
+  predictions) and ``n_false_alarms`` (foreground predicted, none true), also per label;
+* per image ``patient``, ``slice`` (volumes), ``true_pixels`` and ``predicted_pixels``
+  (foreground pixels of the true and predicted masks, all classes together);
+* with ``thumbnails`` (a folder): per image ``thumbnail``, the file name of a small picture
+  of the case in that folder (`segkit.gallery`), and ``thumbnails``, the folder.
+
 A multi-class report (label maps: a multi-class model, ``num_classes``, ``classes`` or a
 ``classes.json``) keeps these keys and adds ``"classes": {name: {"dice_mean", "dice_pooled",
 "iou_mean", "hd95_mean", "assd_mean", "hd95_nan", "n_images"}}`` for the foreground classes
@@ -48,23 +63,30 @@ spacing (`segkit.volumes.volume_pairs`): the report adds ``n_volumes``, ``volume
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
+import segkit
 from segkit import data, evaluation, ray_engine
 from segkit._io import write_json
 from segkit.data.classes import Regions, parse_regions
 from segkit.data.samples import find_image_file
-from segkit.inference import Segmenter, load_model, warn_unusual
+from segkit.gallery import Thumbnails
+from segkit.inference import Segmenter, load_model, names_a_path, warn_unusual
 from segkit.masks import regions_from_labels
 from segkit.progress import Progress, note
 from segkit.resize import resize_labels, resize_mask, resize_nearest, resize_probabilities
 from segkit.volumes import format_volumes, volume_pairs, volume_summary
 
 PER_IMAGE = ("dice", "iou", "hd95", "assd", "precision", "recall")
+
+#: What every report says it is, and the version of its keys (see the module docstring).
+REPORT_FORMAT = "segkit.evaluation"
+REPORT_FORMAT_VERSION = 2
 
 
 def evaluate(
@@ -90,6 +112,7 @@ def evaluate(
     ignore_index: int | None = None,
     engine: str = "local",
     ray: ray_engine.RayOptions | None = None,
+    thumbnails: str | Path | Thumbnails | None = None,
 ) -> dict:
     """Score a model (or a folder of predicted masks) on a data folder.
 
@@ -127,6 +150,9 @@ def evaluate(
             them up here into the same report. Needs a model spec or a `Segmenter` from
             `segkit.load_model`; masks made elsewhere (``predictions``) are scored here.
         ray: the cluster and worker pool of the ray engine (`segkit.ray_engine.RayOptions`).
+        thumbnails: draw a small picture of each case (image, true and predicted outlines)
+            while its masks are in memory: a folder to write them to (named in the report),
+            or a `segkit.gallery.Thumbnails` that keeps them in memory for a page.
 
     Returns:
         The report; see the module docstring for its keys.
@@ -187,10 +213,23 @@ def evaluate(
             classes=found,
             ignore_index=ignore_index,
         )
+    if thumbnails is not None and not isinstance(thumbnails, Thumbnails):
+        thumbnails = Thumbnails(thumbnails)
+    class_names = None if found is None or regions is not None else found.names
+    pictures = []
+    if on_ray and thumbnails is not None:
+        raise ValueError(
+            "case pictures (--html, --assets) are drawn where the masks are: use --engine local"
+        )
     if not on_ray:
         shown = Progress(len(samples), "images", "evaluate", enabled=progress)
         scored, by_class = [], []
         for sample, predicted, true in pairs:
+            if ignore_index is not None:  # unlabelled pixels: background in both, never scored
+                unlabelled = true == ignore_index
+                predicted, true = np.where(unlabelled, 0, predicted), np.where(unlabelled, 0, true)
+            if thumbnails is not None:
+                pictures.append(thumbnails.add(sample, predicted, true, class_names))
             scores, class_scores = _score_pair(predicted, true, found, regions, ignore_index)
             scored.append((sample, scores))
             if class_scores is not None:
@@ -199,13 +238,22 @@ def evaluate(
     if predictions is None:
         warn_unusual(model, flagged, len(samples))
     report = {
+        "format": REPORT_FORMAT,
+        "format_version": REPORT_FORMAT_VERSION,
+        "segkit": segkit.__version__,
         "model": source,
         "data": str(data_dir),
+        "manifest": None if manifest is None else str(manifest),
+        "subset": subset,
         "resolution": "model" if at_model_size else "original",
         "threshold": threshold,
         # What made the masks: the model's TTA and post-processing, at the threshold used.
         **(
-            {"inference": {**model.settings.to_dict(), "threshold": threshold}}
+            {
+                "inference": {**model.settings.to_dict(), "threshold": threshold},
+                "precision": model.precision,
+                "weights_sha256": _weights_checksum(model.name),
+            }
             if predictions is None
             else {}
         ),
@@ -230,10 +278,19 @@ def evaluate(
             "file": str(s.image),
             "key": s.key,
             "label": s.label_name,
+            "patient": s.patient,
+            **({"slice": s.slice} if s.slice is not None else {}),
             **{k: _clean(scores[k]) for k in PER_IMAGE},
+            "true_pixels": int(scores["tp"] + scores["fn"]),
+            "predicted_pixels": int(scores["tp"] + scores["fp"]),
         }
         for s, scores in scored
     ]
+    if thumbnails is not None:
+        for entry, picture in zip(report["images"], pictures):
+            entry["thumbnail"] = picture
+        if thumbnails.folder is not None:
+            report["thumbnails"] = str(thumbnails.folder)
     for entry, classes_scores in zip(report["images"], by_class):
         entry["classes"] = {
             name: {k: _clean(v[k]) for k in ("dice", "iou", "hd95")}
@@ -332,6 +389,45 @@ def _score_on_ray(segmenter, samples, on_volumes, scoring, ray, progress, flagge
         volume_scores.extend(result["volume_scores"])
         flagged.extend(result["flagged"])
     return scored, by_class
+
+
+def read_report(path: str | Path) -> dict:
+    """A report written by `evaluate`, checked to be of this segkit's format.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not JSON, or a report of another format or an older version, naming it.
+    """
+    path = Path(path)
+    try:
+        report = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not a JSON file: {exc}") from None
+    if not isinstance(report, dict) or report.get("format") != REPORT_FORMAT:
+        raise ValueError(
+            f'{path} is not a segkit evaluation report (no "format": "{REPORT_FORMAT}")'
+        )
+    version = report.get("format_version")
+    if version != REPORT_FORMAT_VERSION:
+        raise ValueError(
+            f"{path} is an evaluation report of format version {version}; this segkit reads "
+            f"version {REPORT_FORMAT_VERSION}: score the model again with `segkit evaluate`"
+        )
+    return report
+
+
+def _weights_checksum(name: str) -> str | None:
+    """The SHA-256 of the weights a model spec names: a run's best.keras, a model file, or
+    shipped weights (checked against it when they were loaded); None for a bare name."""
+    from segkit.models import pretrained, split_name
+
+    if names_a_path(name):
+        path = Path(name)
+        path = path / "best.keras" if path.is_dir() else path
+        return pretrained.sha256(path) if path.is_file() else None
+    model, tag = split_name(name)
+    entry = pretrained.PRETRAINED.get((model, tag))
+    return None if entry is None else entry.sha256
 
 
 def _select(samples, manifest, subset):
@@ -476,6 +572,10 @@ def _summary(scores: list[dict]) -> dict:
         "assd_mean": _clean(summary["assd"]["mean"]),
         "precision_mean": _clean(summary["precision"]["mean"]),
         "recall_mean": _clean(summary["recall"]["mean"]),
+        # Whole images gone wrong: counted from each image's pixel counts.
+        "n_empty_predictions": sum(s["tp"] + s["fp"] == 0 and s["fn"] > 0 for s in scores),
+        "n_missed": sum(s["tp"] == 0 and s["fn"] > 0 for s in scores),
+        "n_false_alarms": sum(s["tp"] + s["fn"] == 0 and s["fp"] > 0 for s in scores),
     }
 
 
