@@ -209,7 +209,9 @@ def main() -> int:
         home_picture(IMAGES / "home-sample.png")
     for page in sorted(only & set(pages)):
         with tempfile.TemporaryDirectory() as tmp:
-            result = run_page(DOCS / "tutorials" / page, Path(tmp), SHARED_DATA)
+            # A longer limit than the tests': the volumes page trains for minutes, more on a
+            # busy machine.
+            result = run_page(DOCS / "tutorials" / page, Path(tmp), SHARED_DATA, timeout=1800)
             if result.returncode:
                 print(result.stdout, result.stderr, file=sys.stderr)
                 return 1
