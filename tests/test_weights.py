@@ -275,6 +275,27 @@ def test_shipped_files_record_their_config_and_tuned_defaults(
     assert chosen_on in header["inference_chosen_on"]
 
 
+def test_test_scores_are_stored_without_touching_the_arrays(shipped):
+    _, path = shipped
+    before = pretrained._read_arrays(path)
+    scores = {"data": "260 test slices", "dice_mean": 0.764, "dice_mean_without_defaults": 0.742}
+    pretrained.set_test_scores(path, scores)
+    assert pretrained.read_header(path)["test_scores"] == scores
+    after = pretrained._read_arrays(path)
+    del before[pretrained.HEADER_KEY], after[pretrained.HEADER_KEY]
+    assert before.keys() == after.keys()
+    assert all(before[k].tobytes() == after[k].tobytes() for k in before)
+    with pytest.raises(ValueError, match="dice_mean_without_defaults"):
+        pretrained.set_test_scores(path, {"data": "x", "dice_mean": 0.7})
+
+
+@pytest.mark.parametrize("name", weights.available())
+def test_shipped_files_record_the_test_scores_their_cards_quote(name):
+    scores = pretrained.pretrained_header(*split_name(name))["test_scores"]
+    assert "figshare-256-blocks-seed0.json" in scores["data"]
+    assert 0.5 < scores["dice_mean_without_defaults"] < scores["dice_mean"] < 1
+
+
 @pytest.mark.parametrize("name", weights.available())
 def test_shipped_weights_give_the_reference_masks_on_every_backend(name):
     """The masks recorded on TensorFlow by ``tools/pretrained_reference.py``, on this backend."""

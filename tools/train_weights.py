@@ -120,6 +120,12 @@ def main(out, originals, tag, score_above, tune, quiet, **settings) -> None:
         print("without the inference defaults:")
         print(format_table(plain))
         card["test_without_defaults"] = {k: v for k, v in plain.items() if k != "images"}
+    alone = card.get("test_without_defaults", test)  # no tuning: the defaults are none
+    test_scores = {
+        "data": f"{test['n_images']} test slices of {Path(config.data).name} (the run's split)",
+        "dice_mean": round(test["dice_mean"], 4),
+        "dice_mean_without_defaults": round(alone["dice_mean"], 4),
+    }
 
     segmenter = load_model(out)
     target = ROOT / "src/segkit/weights" / f"{config.model}-{tag}.npz"
@@ -133,6 +139,7 @@ def main(out, originals, tag, score_above, tune, quiet, **settings) -> None:
         intensity=run.intensity(),
         inference=tuning and tuning.best,
         inference_chosen_on=card.get("inference", {}).get("chosen_on"),
+        test_scores=test_scores,
     )
     card["weights"] = {"file": target.name, "sha256": digest, "bytes": target.stat().st_size}
 

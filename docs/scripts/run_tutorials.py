@@ -128,7 +128,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("page", type=Path)
     parser.add_argument("--keep", type=Path, help="Run in this folder and keep what it writes.")
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=os.environ.get("SEGKIT_SHARED_DATA", ROOT.parent / "shared" / "data"),
+        help="The shared data folder (default: $SEGKIT_SHARED_DATA, else ../shared/data).",
+    )
     args = parser.parse_args()
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="segkit-docs-"))
     result = run_page(args.page.resolve(), workdir.resolve(), args.data.resolve())

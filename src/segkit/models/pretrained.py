@@ -14,6 +14,11 @@ chosen on validation data, with ``inference_chosen_on`` saying how; `segkit.load
 them, and they supersede ``threshold``. Files without them load with the header's threshold, no
 TTA and no post-processing. `set_inference_defaults` changes them without touching the arrays.
 
+It may also hold ``test_scores``: the per-image mean Dice on held-out test data with the inference
+defaults (``dice_mean``) and without them (``dice_mean_without_defaults``), and the data they were
+measured on (``data``): the headline numbers that the docs quote, checked against the file by
+``tests/test_docs_numbers.py``. `set_test_scores` stores them, the arrays again untouched.
+
 ```python
 segkit.models.pretrained.available()  # ["fast_unet.figshare", "resunet.figshare", "unet.figshare"]
 network = segkit.models.get("resunet.figshare")  # built from the file's config, verified
@@ -63,7 +68,7 @@ PRETRAINED: dict[tuple[str, str], Pretrained] = {
         "resunet",
         "figshare",
         "resunet-figshare.npz",
-        "7aca67fa8bdbd0403d4525cc8430b30d81d53488abcc121a59d5e4cc0847b69a",
+        "a3978a884ae0664b1820cf35016b226504c525e86431084953686cce5c713c89",
         description="The notebook's ResUNET on Figshare brain tumour slices (256x256, /255); "
         "per-image test Dice 0.764 on held-out patient blocks with its inference defaults, "
         "0.742 without (see the model card).",
@@ -72,7 +77,7 @@ PRETRAINED: dict[tuple[str, str], Pretrained] = {
         "fast_unet",
         "figshare",
         "fast_unet-figshare.npz",
-        "732dfe0281a2cc58d34dc91ebda1881c182e56dd66fbd89cea2d9bfaabecb2ee",
+        "c27158db78b518caef1008125512f38545eb50e0a776465c96e66e8794552bef",
         description="fast_unet (a residual U-Net at half resolution, a tenth of the FLOPs of "
         "ResUNET) on Figshare brain tumour slices (256x256, /255); per-image test Dice 0.720 "
         "on held-out patient blocks with its inference defaults, 0.686 without (see the model "
@@ -82,7 +87,7 @@ PRETRAINED: dict[tuple[str, str], Pretrained] = {
         "unet",
         "figshare",
         "unet-figshare.npz",
-        "55ed77658f96bb59c9d2f63dc80f321895ac59eeb70127ac2aeb0397cad6ee4f",
+        "834cf1c9bce7c9f7ac08f35bab1e2709b66151dc75f07e16bec85aeb5241afbf",
         description="The notebook's U-Net, trained from scratch on CPU, on Figshare brain "
         "tumour slices (256x256, /255); per-image test Dice 0.732 on held-out patient blocks "
         "with its inference defaults, 0.713 without (see the model card).",
@@ -150,6 +155,7 @@ def save_weights(
     intensity=None,
     inference=None,
     inference_chosen_on: str | None = None,
+    test_scores: Mapping | None = None,
 ) -> str:
     """Write ``model``'s weights and how to rebuild and feed it to an ``.npz``; return its SHA-256.
 
@@ -166,6 +172,7 @@ def save_weights(
         inference: the model's inference defaults, a `segkit.inference.InferenceSettings` (or
             its dict); None records none.
         inference_chosen_on: how they were chosen (data, split, score), for its model card.
+        test_scores: its held-out scores (see `set_test_scores`); None records none.
 
     Raises:
         ValueError: config or preprocessing that cannot describe the model.
@@ -194,6 +201,8 @@ def save_weights(
     if intensity is not None:
         header["intensity"] = intensity if isinstance(intensity, dict) else intensity.to_dict()
     header.update(_inference_fields(inference, inference_chosen_on))
+    if test_scores is not None:
+        header["test_scores"] = _test_scores(test_scores)
     arrays = {}
     for variable in model.weights:
         arrays[variable.path] = np.asarray(variable.numpy(), np.float16)
@@ -213,11 +222,41 @@ def set_inference_defaults(path: str | Path, inference, chosen_on: str | None = 
         ValueError: a file that is not a weights file with a header.
     """
     header = read_header(path)  # checks the format; its tuples go back to JSON lists
-    stored = _read_arrays(path)
-    del stored[HEADER_KEY]
     for key in ("inference", "inference_chosen_on"):
         header.pop(key, None)
     header.update(_inference_fields(inference, chosen_on))
+    return _rewrite_header(path, header)
+
+
+def set_test_scores(path: str | Path, scores: Mapping) -> str:
+    """Store a weights file's held-out test scores; the arrays are written back unchanged, bit
+    for bit. Returns the file's new SHA-256.
+
+    Args:
+        path: a weights file written by `save_weights`.
+        scores: ``data`` (what was scored, in words), ``dice_mean`` (per-image mean Dice with
+            the file's inference defaults) and ``dice_mean_without_defaults`` (the network
+            alone: no TTA, threshold 0.5, no post-processing).
+
+    Raises:
+        ValueError: a file that is not a weights file with a header, or scores missing a field.
+    """
+    header = read_header(path)
+    header["test_scores"] = _test_scores(scores)
+    return _rewrite_header(path, header)
+
+
+def _test_scores(scores: Mapping) -> dict:
+    fields = ("data", "dice_mean", "dice_mean_without_defaults")
+    if set(scores) != set(fields):
+        raise ValueError(f"test scores need exactly {', '.join(fields)}; got {sorted(scores)}")
+    return {"data": str(scores["data"])} | {k: float(scores[k]) for k in fields[1:]}
+
+
+def _rewrite_header(path: str | Path, header: dict) -> str:
+    """Write ``header`` into the weights file at ``path`` with its arrays as they are."""
+    stored = _read_arrays(path)
+    del stored[HEADER_KEY]
     return _write(path, header, stored)
 
 
