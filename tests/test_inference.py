@@ -10,6 +10,7 @@ import segkit
 from segkit import data
 from segkit.demo import sample_dir
 from segkit.inference import image_files, load_model, overlay, predict, to_mask
+from segkit.visualize import TRUE_COLOUR
 
 pytestmark = pytest.mark.backend
 
@@ -44,8 +45,8 @@ def test_overlays_show_true_and_predicted_outlines(keras_file, tmp_path):
     )
     picture = np.asarray(Image.open(tmp_path / "955_overlay.png"))
     assert picture.shape == (256, 256, 3)
-    green = np.all(picture == (40, 220, 40), axis=-1)
-    assert green.any()  # the true tumour outline is drawn
+    true_outline = np.all(picture == TRUE_COLOUR, axis=-1)
+    assert true_outline.any()  # the true tumour outline is drawn
 
 
 def test_threshold_decides_the_mask(keras_file, tmp_path):

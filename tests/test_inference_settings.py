@@ -112,7 +112,7 @@ def test_quarter_turns_need_a_square_input(tmp_path):
     segkit.models.get("unet", input_shape=(32, 64, 1), base_filters=4, depth=2).save(path)
     image = sample_images()[0]
     assert load_model(path, tta="flips").predict([image]).shape == (1, 32, 64, 1)
-    with pytest.raises(ValueError, match="needs a square input; .* takes 32x64: use tta 'flips'"):
+    with pytest.raises(ValueError, match="needs a square input; .* takes 32x64: use --tta flips"):
         load_model(path, tta="dihedral").predict([image])
 
 

@@ -68,7 +68,7 @@ def test_predict_writes_label_maps_class_probabilities_and_overlays(four_class_r
         true_masks=sample_dir() / "masks",
     )
     for path in written:
-        label_map = iio.imread(path)
+        label_map = iio.imread(path, mode="P")  # palette PNG: the class indices
         image = iio.imread(sample_dir() / "images" / path.name.replace("_mask", ""))
         assert label_map.dtype == np.uint8 and label_map.max() <= 3
         assert label_map.shape == image.shape[:2]

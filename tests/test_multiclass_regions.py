@@ -103,7 +103,7 @@ def test_predict_paints_the_regions_into_a_label_map(region_run, figshare_256, m
     written = predict(region_run, images, out, probabilities=True, overlays=True, threshold=0.3)
     segmenter = load_model(region_run)
     for path, (_, _, probs) in zip(written, segmenter.probabilities(images), strict=True):
-        label_map = iio.imread(path)
+        label_map = iio.imread(path, mode="P")  # palette PNG: the class indices
         assert label_map.dtype == np.uint8 and label_map.shape == (256, 256)
         assert label_map.any()  # at 0.3 the barely trained model finds regions everywhere
         # Painted: tumour first (its own label 1, meningioma), then glioma (2) inside it.

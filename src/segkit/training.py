@@ -480,7 +480,7 @@ def _check_split(config: TrainConfig, samples, split) -> tuple[list, list]:
 def _split_summary(split, samples) -> str:
     """What a split kept together and how many units it had to share out, for messages:
     ``"'blocks' split, blocks of 20 consecutive slices of a label: 2 blocks"``."""
-    if split.method == "blocks":
+    if split.method == "blocks" and split.block_size:
         per_label = Counter(sample.label for sample in samples)
         blocks = sum(-(-count // split.block_size) for count in per_label.values())
         return (

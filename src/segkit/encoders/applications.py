@@ -71,8 +71,11 @@ FAMILIES: dict[str, tuple[str, str, bool]] = {
         for v in ("B0", "B1", "B2", "B3", "S", "M", "L")
     },
     **{
-        f"convnext_{size}": (f"ConvNeXt{size.capitalize()}", "inside", True)
-        for size in ("tiny", "small", "base", "large", "xlarge")
+        f"convnext_{size}": (f"ConvNeXt{cls}", "inside", True)
+        for size, cls in (
+            ("tiny", "Tiny"), ("small", "Small"), ("base", "Base"), ("large", "Large"),
+            ("xlarge", "XLarge"),
+        )
     },
     "mobilenetv3small": ("MobileNetV3Small", "inside", True),
     "mobilenetv3large": ("MobileNetV3Large", "inside", True),
