@@ -73,7 +73,10 @@ FAMILIES: dict[str, tuple[str, str, bool]] = {
     **{
         f"convnext_{size}": (f"ConvNeXt{cls}", "inside", True)
         for size, cls in (
-            ("tiny", "Tiny"), ("small", "Small"), ("base", "Base"), ("large", "Large"),
+            ("tiny", "Tiny"),
+            ("small", "Small"),
+            ("base", "Base"),
+            ("large", "Large"),
             ("xlarge", "XLarge"),
         )
     },
