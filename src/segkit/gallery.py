@@ -28,7 +28,7 @@ from segkit._io import atomic_path
 from segkit.data import volume_layout, volumes
 from segkit.evaluation import surface
 from segkit.resize import resize_image, resize_nearest
-from segkit.visualize import label_overlay
+from segkit.visualize import PREDICTED_COLOUR, TRUE_COLOUR, label_overlay
 
 #: The Okabe-Ito palette (Okabe and Ito, 2008), whose colours stay apart for people with the
 #: common colour-vision deficiencies; the page's legends and plots use it too.
@@ -42,10 +42,11 @@ OKABE_ITO = {
     "reddish purple": (204, 121, 167),
 }
 
-#: Outline colours of the binary pictures: truth sky blue (drawn wide), prediction orange
-#: (narrower, on top), so a contour where both agree shows orange edged with blue.
-TRUE_OUTLINE = OKABE_ITO["sky blue"]
-PREDICTED_OUTLINE = OKABE_ITO["orange"]
+#: Outline colours of the binary pictures, those of segkit's overlays: truth sky blue (drawn
+#: wide), prediction orange (narrower, on top), so a contour where both agree shows orange
+#: edged with blue.
+TRUE_OUTLINE = TRUE_COLOUR
+PREDICTED_OUTLINE = PREDICTED_COLOUR
 
 #: Longest side of a picture in pixels: larger images are shrunk to it.
 THUMBNAIL_SIDE = 256
